@@ -1,0 +1,3 @@
+from ragpipe.cli import run
+
+run()

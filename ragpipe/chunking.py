@@ -1,0 +1,114 @@
+"""Split documents into overlapping passages that fit the bi-encoder's input.
+
+Lengths are counted in tokens of the encoder's own tokenizer, so a passage is never silently
+truncated by the model: each passage is ``title + " " + span of the text`` and fits in
+``max_tokens`` including the tokenizer's special tokens and the document prefix. Spans are cut at
+token boundaries and kept as character offsets into the original text, so every passage maps back
+to its document and a snippet can quote it exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ragpipe.errors import RagpipeError
+from ragpipe.types import Document
+
+# A title longer than this share of the budget is cut, so that every passage keeps room for text.
+_MAX_TITLE_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class ChunkingConfig:
+    """``max_tokens`` of each passage (None: the encoder's limit); ``overlap`` tokens shared by
+    neighbouring passages. ``max_tokens=0`` disables splitting: one passage per document, truncated
+    by the encoder as sentence-transformers would."""
+
+    max_tokens: int | None = None
+    overlap: int = 64
+
+    def validate(self, encoder_limit: int) -> int:
+        size = encoder_limit if self.max_tokens is None else self.max_tokens
+        if size < 0 or size > encoder_limit:
+            raise RagpipeError(f"passage size must be within 0..{encoder_limit} tokens for this encoder, got {size}")
+        if size and not 0 <= self.overlap < size // 2:
+            raise RagpipeError(f"passage overlap must be within 0..{size // 2 - 1} tokens, got {self.overlap}")
+        return size
+
+
+@dataclass
+class Passages:
+    """Passages of a corpus as parallel arrays: document row, character span of the text, and how
+    many characters of the title are prepended (titles too long for the budget are cut)."""
+
+    doc_rows: np.ndarray  # int32, row of the document in the corpus
+    starts: np.ndarray  # int32, character offset into Document.text
+    ends: np.ndarray  # int32, exclusive
+    title_chars: np.ndarray  # int32, prefix of Document.title used
+
+    def __len__(self) -> int:
+        return int(self.doc_rows.shape[0])
+
+    def texts(self, documents: Sequence[Document]) -> list[str]:
+        """The text each passage is encoded from: the title, then the span of the text."""
+        out = []
+        rows = zip(self.doc_rows.tolist(), self.starts.tolist(), self.ends.tolist(), self.title_chars.tolist())
+        for row, start, end, title_chars in rows:
+            doc = documents[row]
+            span = doc.text[start:end]
+            out.append(f"{doc.title[:title_chars]} {span}" if title_chars else span)
+        return out
+
+
+def split_documents(documents: Sequence[Document], tokenizer, encoder_limit: int, special_tokens: int,
+                    config: ChunkingConfig = ChunkingConfig(), prefix: str = "") -> Passages:
+    """Passages of ``documents`` for an encoder taking ``encoder_limit`` tokens.
+
+    ``tokenizer`` is a ``tokenizers.Tokenizer`` without truncation. Every document yields at least
+    one passage (an empty text gives one empty span, encoded from the title alone).
+    """
+    size = config.validate(encoder_limit)
+    columns: tuple[list[int], list[int], list[int], list[int]] = ([], [], [], [])
+
+    def add(row: int, start: int, end: int, title_chars: int) -> None:
+        for column, value in zip(columns, (row, start, end, title_chars)):
+            column.append(value)
+
+    if size == 0:
+        for row, doc in enumerate(documents):
+            add(row, 0, len(doc.text), len(doc.title))
+        return _as_passages(columns)
+    text_encodings = tokenizer.encode_batch([doc.text for doc in documents], add_special_tokens=False)
+    # The prefix and the separating space are counted with the title.
+    head_encodings = tokenizer.encode_batch([f"{prefix}{doc.title} " for doc in documents], add_special_tokens=False)
+    max_head = int(size * _MAX_TITLE_SHARE)
+    prefix_chars = len(prefix)
+    for row, (doc, enc, head) in enumerate(zip(documents, text_encodings, head_encodings)):
+        title_chars = len(doc.title)
+        head_len = len(head.ids)
+        if head_len > max_head:
+            head_len = max_head
+            title_chars = max(0, head.offsets[max_head - 1][1] - prefix_chars)
+        # One token of slack: tokenizing title and span together can merge or split a token at the join.
+        budget = size - special_tokens - head_len - 1
+        offsets = enc.offsets
+        n = len(offsets)
+        if n <= budget:
+            add(row, 0, len(doc.text), title_chars)
+            continue
+        stride = budget - config.overlap
+        first = 0
+        while True:
+            last = min(first + budget, n)
+            add(row, offsets[first][0], offsets[last - 1][1] if last < n else len(doc.text), title_chars)
+            if last >= n:
+                break
+            first += stride
+    return _as_passages(columns)
+
+
+def _as_passages(columns: tuple[list[int], ...]) -> Passages:
+    return Passages(*(np.asarray(column, dtype=np.int32) for column in columns))

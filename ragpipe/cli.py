@@ -1,0 +1,194 @@
+"""The ``ragpipe`` command: a thin shell over the Python API.
+
+User mistakes (a bad corpus line, a missing index, an unknown model) print one ``error:`` line on
+stderr and exit with status 2; no traceback. Heavy libraries load only inside the commands that
+need them, so ``ragpipe --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ragpipe.errors import RagpipeError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Two-stage retrieval for RAG: index a corpus, query it, evaluate setups on test collections.",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from ragpipe import __version__
+
+        typer.echo(f"ragpipe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    pass
+
+
+def _index_config(model: str, passage_tokens: Optional[int], overlap: int, dense_index: str, no_dense: bool,
+                  batch_size: int, precision: str):
+    from ragpipe.chunking import ChunkingConfig
+    from ragpipe.encoders.bi_encoder import EncoderSpec
+    from ragpipe.index import IndexConfig
+    from ragpipe.retrievers.dense import DenseConfig
+
+    return IndexConfig(
+        encoder=EncoderSpec(model=model),
+        chunking=ChunkingConfig(max_tokens=passage_tokens, overlap=overlap),
+        dense=None if no_dense else DenseConfig(kind=dense_index),
+        batch_size=batch_size,
+        precision=precision,
+    )
+
+
+_MODEL = typer.Option("sentence-transformers/all-MiniLM-L6-v2", "--model", help="Bi-encoder: hub name or local folder.")
+_PASSAGE_TOKENS = typer.Option(None, "--passage-tokens", help="Passage size in encoder tokens (default: the encoder's limit; 0: no splitting).")
+_OVERLAP = typer.Option(64, "--overlap", help="Tokens shared by neighbouring passages.")
+_DENSE_INDEX = typer.Option("flat", "--dense-index", help="FAISS index: flat (exact), hnsw or ivf.")
+_BATCH = typer.Option(16, "--batch-size", help="Passages per encoder batch.")
+_PRECISION = typer.Option("auto", "--precision", help="Document encoding precision: auto, fp32 or bf16 (auto: bf16 where the CPU has it natively).")
+
+
+@app.command()
+def index(
+    source: Path = typer.Argument(..., help="BEIR folder, .jsonl/.csv/.tsv/.parquet file, or folder of .txt/.md files."),
+    index_dir: Optional[Path] = typer.Option(None, "--index", help="Index directory (default: indexes/<source name>)."),
+    model: str = _MODEL,
+    passage_tokens: Optional[int] = _PASSAGE_TOKENS,
+    overlap: int = _OVERLAP,
+    dense_index: str = _DENSE_INDEX,
+    no_dense: bool = typer.Option(False, "--bm25-only", help="Build only the BM25 index (no model needed)."),
+    batch_size: int = _BATCH,
+    precision: str = _PRECISION,
+    skip_bad_lines: bool = typer.Option(False, "--skip-bad-lines", help="Skip malformed records instead of stopping."),
+) -> None:
+    """Build an index over a corpus (documents are split into passages that fit the encoder)."""
+    from ragpipe.corpus import load_corpus
+    from ragpipe.index import Index
+
+    report = load_corpus(source, on_bad_line="skip" if skip_bad_lines else "error")
+    for location, reason in report.skipped_bad_lines[:5]:
+        typer.echo(f"warning: skipped {location}: {reason}", err=True)
+    if report.skipped_empty:
+        shown = ", ".join(report.skipped_empty[:5])
+        typer.echo(f"warning: skipped {len(report.skipped_empty)} documents with neither text nor title ({shown})", err=True)
+    typer.echo(f"read {source}: {report.summary()}", err=True)
+    target = index_dir or Path("indexes") / (source.stem if source.is_file() else source.resolve().name)
+    config = _index_config(model, passage_tokens, overlap, dense_index, no_dense, batch_size, precision)
+    built = Index.build(report.documents, target, config, source={"path": str(source)}, progress=True)
+    m = built.manifest
+    typer.echo(
+        f"indexed {m['documents']} documents as {m['passages']} passages into {target} "
+        f"({built.size_bytes() / 1e6:.1f} MB, {m['build_seconds']['total']:.1f} s)"
+    )
+
+
+@app.command()
+def query(
+    index_dir: Path = typer.Argument(..., help="Index directory built by 'ragpipe index'."),
+    text: str = typer.Argument(..., help="The query."),
+    mode: str = typer.Option("hybrid", "--mode", help="dense, bm25 or hybrid."),
+    k: int = typer.Option(10, "-k", "--k", help="Number of documents to return."),
+    fusion: str = typer.Option("rrf", "--fusion", help="Hybrid fusion: rrf or weighted (min-max)."),
+    dense_weight: float = typer.Option(0.5, "--dense-weight", help="Weight of the dense run in weighted fusion."),
+    model: Optional[str] = typer.Option(None, "--model", help="Refuse to run unless the index was built with this encoder."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per result."),
+) -> None:
+    """Search an index and print ranked documents with a snippet of each one's best passage."""
+    from ragpipe.index import Index, SearchOptions
+
+    loaded = Index.load(index_dir, encoder_model=model)
+    options = SearchOptions(mode=mode, fusion=fusion, dense_weight=dense_weight)
+    result = loaded.search({"query": text}, k=k, options=options)
+    hits = loaded.hits(result, "query", text)
+    if as_json:
+        for hit in hits:
+            typer.echo(json.dumps(hit.__dict__, ensure_ascii=False))
+        return
+    if not hits:
+        typer.echo("no matching documents")
+        return
+    id_width = max(6, *(len(h.doc_id) for h in hits))
+    typer.echo(f"{'rank':>4}  {'doc id':<{id_width}}  {'score':>8}  title / snippet")
+    for hit in hits:
+        typer.echo(f"{hit.rank:>4}  {hit.doc_id:<{id_width}}  {hit.score:>8.4f}  {hit.title or '(untitled)'}")
+        typer.echo(f"{'':>4}  {'':<{id_width}}  {'':>8}  {hit.snippet}")
+
+
+@app.command("eval")
+def eval_command(
+    dataset: str = typer.Argument(..., help="BEIR-layout dataset folder, or a name under $RAGPIPE_DATA."),
+    index_dir: Optional[Path] = typer.Option(None, "--index", help="Index to use (default: indexes/<dataset>, built if needed)."),
+    modes: str = typer.Option("bm25,dense,hybrid-rrf,hybrid-weighted", "--modes", help="Comma-separated setups: bm25, dense, hybrid, hybrid-rrf, hybrid-weighted."),
+    metrics: str = typer.Option("ndcg@10,recall@100,mrr@10,map@100", "--metrics", help="Comma-separated: ndcg@K, recall@K, precision@K, mrr@K, map@K."),
+    split: str = typer.Option("test", "--split", help="Qrels split to evaluate on."),
+    fusion: str = typer.Option("rrf", "--fusion", help="Fusion used by the setup name 'hybrid'."),
+    dense_weight: float = typer.Option(0.5, "--dense-weight", help="Weight of the dense run in weighted fusion."),
+    rrf_k: int = typer.Option(60, "--rrf-k", help="RRF constant."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Write the report (with per-query metrics) as JSON."),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Where TREC run files go (default: runs/<dataset>)."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the index even if a matching one exists."),
+    model: str = _MODEL,
+    passage_tokens: Optional[int] = _PASSAGE_TOKENS,
+    overlap: int = _OVERLAP,
+    dense_index: str = _DENSE_INDEX,
+    batch_size: int = _BATCH,
+    precision: str = _PRECISION,
+) -> None:
+    """Compare setups on a dataset's judged queries: metrics, latency, index size and build time."""
+    from ragpipe.evaluation import run_eval, write_report
+    from ragpipe.index import SearchOptions
+
+    config = _index_config(model, passage_tokens, overlap, dense_index, False, batch_size, precision)
+    report = run_eval(
+        dataset, index_dir=index_dir, modes=modes, metrics=metrics, split=split, fusion=fusion, config=config,
+        search=SearchOptions(rrf_k=rrf_k, dense_weight=dense_weight), runs_dir=runs_dir, rebuild=rebuild,
+        progress=True,
+    )
+    typer.echo(report.table())
+    typer.echo(f"index: {report.index_path} ({'built in this run' if report.index_built_now else 'reused'}); "
+               f"run files: {Path(report.rows[0].run_file).parent}")
+    if output:
+        write_report(report, output)
+        typer.echo(f"wrote {output}")
+
+
+def run() -> None:
+    """Console entry point: user errors become one line on stderr and exit status 2."""
+    try:
+        app(standalone_mode=False)
+    except RagpipeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click's own usage errors arrive here with standalone_mode=False
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,252 @@
+"""Evaluate retrieval setups on a dataset: quality, latency and index cost side by side.
+
+One call builds (or reuses) the index of a dataset's corpus, runs every judged query through each
+setup, writes a TREC run file per setup, and returns one row per setup with the metrics, per-stage
+latency percentiles, the bytes on disk and the build seconds of the components the setup uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ragpipe.corpus import load_corpus
+from ragpipe.datasets import Dataset, load_dataset
+from ragpipe.errors import IndexStoreError, QueryError
+from ragpipe.index import Index, IndexConfig, SearchOptions, read_manifest
+from ragpipe.metrics import evaluate, parse_metric
+from ragpipe.progress import Progress
+from ragpipe.trec import write_run
+
+DEFAULT_METRICS = ("ndcg@10", "recall@100", "mrr@10", "map@100")
+DEFAULT_MODES = ("bm25", "dense", "hybrid-rrf", "hybrid-weighted")
+_SETUPS = {
+    "bm25": SearchOptions(mode="bm25"),
+    "dense": SearchOptions(mode="dense"),
+    "hybrid-rrf": SearchOptions(mode="hybrid", fusion="rrf"),
+    "hybrid-weighted": SearchOptions(mode="hybrid", fusion="weighted"),
+}
+# Components each mode reads, for the cost columns.
+_COMPONENTS = {"bm25": ("bm25",), "dense": ("dense",), "hybrid": ("dense", "bm25")}
+_BUILD_STEPS = {"bm25": ("bm25",), "dense": ("chunk", "encode", "dense_index")}
+
+
+@dataclass
+class SetupResult:
+    setup: str
+    options: SearchOptions
+    metrics: dict[str, float]
+    per_query: dict[str, dict[str, float]]
+    latency_ms: dict[str, dict[str, float]]  # stage -> {"p50", "p95"}
+    index_bytes: int
+    build_seconds: float
+    run_file: str | None
+
+
+@dataclass
+class EvalReport:
+    dataset: str
+    split: str
+    num_queries: int
+    index_path: str
+    index_built_now: bool
+    rows: list[SetupResult] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "dataset": self.dataset,
+            "split": self.split,
+            "num_queries": self.num_queries,
+            "index": {"path": self.index_path, "built_now": self.index_built_now},
+            "rows": [
+                {
+                    "setup": row.setup,
+                    "options": row.options.__dict__,
+                    "metrics": row.metrics,
+                    "latency_ms": {"p50": row.latency_ms["total"]["p50"], "p95": row.latency_ms["total"]["p95"],
+                                   "stages": row.latency_ms},
+                    "index_bytes": row.index_bytes,
+                    "build_seconds": row.build_seconds,
+                    "run_file": row.run_file,
+                    "per_query": row.per_query,
+                }
+                for row in self.rows
+            ],
+        }
+
+    def table(self) -> str:
+        """A plain-text comparison table, one row per setup."""
+        metric_names = list(self.rows[0].metrics) if self.rows else []
+        header = ["setup", *metric_names, "p50 ms", "p95 ms", "stages p50 ms", "index MB", "build s"]
+        lines = []
+        for row in self.rows:
+            stages = ", ".join(f"{s} {v['p50']:.1f}" for s, v in row.latency_ms.items() if s != "total")
+            lines.append(
+                [row.setup, *(f"{row.metrics[m]:.4f}" for m in metric_names),
+                 f"{row.latency_ms['total']['p50']:.1f}", f"{row.latency_ms['total']['p95']:.1f}", stages,
+                 f"{row.index_bytes / 1e6:.1f}", f"{row.build_seconds:.1f}"]
+            )
+        widths = [max(len(str(c)) for c in col) for col in zip(header, *lines)]
+
+        def fmt(cells):
+            return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+
+        title = f"{self.dataset} ({self.split}, {self.num_queries} judged queries)"
+        return "\n".join([title, fmt(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, lines)])
+
+
+def parse_setups(modes: str | list[str], fusion: str = "rrf") -> dict[str, SearchOptions]:
+    """Setup names (comma-separated or a list) to search options; ``hybrid`` uses ``fusion``.
+
+    Raises:
+        QueryError: an unknown setup name.
+    """
+    names = [m.strip() for m in (modes.split(",") if isinstance(modes, str) else modes) if m.strip()]
+    if not names:
+        raise QueryError("no setups given; use e.g. --modes bm25,dense,hybrid")
+    setups = {}
+    for name in names:
+        key = f"hybrid-{fusion}" if name == "hybrid" else name
+        if key not in _SETUPS:
+            raise QueryError(f"unknown setup {name!r}; use {', '.join(['hybrid', *_SETUPS])}")
+        setups[key] = _SETUPS[key]
+    return setups
+
+
+def corpus_fingerprint(dataset_path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(dataset_path / "corpus.jsonl", "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _index_matches(manifest: dict, fingerprint: str, config: IndexConfig, needs_dense: bool) -> bool:
+    source = manifest.get("source") or {}
+    if not isinstance(source, dict) or source.get("sha256") != fingerprint:
+        return False
+    if needs_dense and manifest.get("dense") is None:
+        return False
+    if manifest.get("dense") is not None and config.dense is not None:
+        from ragpipe.models import canonical_name
+        from ragpipe.encoders import EncoderSpec
+
+        spec = config.encoder or EncoderSpec()
+        if manifest["encoder"]["model"] != canonical_name(spec.model):
+            return False
+        if manifest["chunking"] != config.chunking.__dict__ or manifest["dense"] != config.dense.__dict__:
+            return False
+    return manifest["bm25"] is not None and manifest["bm25"]["params"] == config.bm25.__dict__ \
+        and manifest["bm25"]["analyzer"] == config.analyzer.__dict__
+
+
+def open_or_build_index(
+    dataset: Dataset, index_dir: Path | None, config: IndexConfig, needs_dense: bool, rebuild: bool, progress: bool
+) -> tuple[Index, bool]:
+    """Reuse the dataset's index if it was built from this corpus with this configuration,
+    else build it. An explicit ``index_dir`` built from another corpus is refused, not replaced."""
+    fingerprint = corpus_fingerprint(dataset.path)
+    explicit = index_dir is not None
+    path = index_dir if explicit else Path("indexes") / dataset.name
+    if (path / "manifest.json").is_file() and not rebuild:
+        manifest = read_manifest(path)
+        if _index_matches(manifest, fingerprint, config, needs_dense):
+            return Index.load(path), False
+        source = manifest.get("source") or {}
+        if explicit and isinstance(source, dict) and source.get("sha256") != fingerprint:
+            raise IndexStoreError(
+                f"{path} was built from {source.get('path', 'another corpus')}, not {dataset.path}/corpus.jsonl; "
+                "omit --index to use the dataset's own index, or pass --rebuild to replace it"
+            )
+    report = load_corpus(dataset.path)
+    source = {"path": str(dataset.path / "corpus.jsonl"), "sha256": fingerprint}
+    return Index.build(report.documents, path, config, source=source, progress=progress), True
+
+
+def run_eval(
+    dataset: str | Path,
+    index_dir: str | Path | None = None,
+    modes: str | list[str] = DEFAULT_MODES,
+    metrics: str | list[str] = DEFAULT_METRICS,
+    split: str = "test",
+    fusion: str = "rrf",
+    config: IndexConfig = IndexConfig(),
+    search: SearchOptions = SearchOptions(),
+    runs_dir: str | Path | None = None,
+    rebuild: bool = False,
+    progress: bool = False,
+) -> EvalReport:
+    """Evaluate each setup in ``modes`` on the judged queries of ``dataset``'s ``split``.
+
+    ``search`` supplies the fusion parameters (``depth``, ``rrf_k``, ``dense_weight``) of hybrid
+    setups. Runs are retrieved to the largest metric cutoff (at least 100) and written as TREC run
+    files to ``runs_dir`` (default ``runs/<dataset>``).
+
+    Raises:
+        RagpipeError: an unknown dataset, setup or metric, or an index that does not fit.
+    """
+    metric_names = [m.strip() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
+    if not metric_names:
+        raise QueryError("no metrics given; use e.g. --metrics ndcg@10,recall@100")
+    cutoff = max(100, *(parse_metric(m).k for m in metric_names))
+    setups = parse_setups(modes, fusion)
+    data = load_dataset(dataset, split)
+    needs_dense = any(options.mode != "bm25" for options in setups.values())
+    if not needs_dense:
+        config = replace(config, dense=None)
+    index, built = open_or_build_index(
+        data, Path(index_dir) if index_dir else None, config, needs_dense, rebuild, progress
+    )
+    runs_path = Path(runs_dir) if runs_dir else Path("runs") / data.name
+    report = EvalReport(data.name, split, len(data.queries), str(index.path), built)
+    for name, options in setups.items():
+        options = replace(options, depth=search.depth, rrf_k=search.rrf_k, dense_weight=search.dense_weight)
+        meter = Progress(f"eval {name}", len(data.queries), unit="queries", enabled=progress)
+        # One untimed query first, so model loading and lazy imports stay out of the latencies.
+        first = next(iter(data.queries))
+        index.search({first: data.queries[first]}, k=cutoff, options=options)
+        result = index.search(data.queries, k=cutoff, options=options)
+        meter.update(len(data.queries))
+        evaluation = evaluate(data.qrels, result.run, metric_names)
+        run_file = runs_path / f"{name}.trec"
+        write_run(result.run, run_file, tag=f"ragpipe-{name}")
+        components = _COMPONENTS[options.mode]
+        report.rows.append(
+            SetupResult(
+                setup=name,
+                options=options,
+                metrics=evaluation.mean,
+                per_query=evaluation.per_query,
+                latency_ms=_percentiles(result.timings_ms),
+                index_bytes=index.size_bytes("documents") + sum(index.size_bytes(c) for c in components),
+                build_seconds=sum(index.manifest["build_seconds"].get(step, 0.0)
+                                  for c in components for step in _BUILD_STEPS[c]),
+                run_file=str(run_file),
+            )
+        )
+    return report
+
+
+def _percentiles(timings: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    stages: dict[str, list[float]] = {}
+    for per_stage in timings.values():
+        for stage, ms in per_stage.items():
+            stages.setdefault(stage, []).append(ms)
+    return {
+        stage: {"p50": round(float(np.percentile(v, 50)), 3), "p95": round(float(np.percentile(v, 95)), 3)}
+        for stage, v in stages.items()
+    }
+
+
+def write_report(report: EvalReport, path: str | Path) -> None:
+    """Write the report as JSON atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(report.to_json(), indent=1), encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,550 @@
+"""The on-disk index: documents, passages, a FAISS index and a BM25 index, behind one manifest.
+
+Layout of an index directory::
+
+    DIR/manifest.json            what was built, how, from what, and checksums of every file
+    DIR/gen-<id>/documents.parquet
+    DIR/gen-<id>/passages.parquet
+    DIR/gen-<id>/dense/vectors.faiss
+    DIR/gen-<id>/bm25/*.npy, vocabulary.json, params.json
+
+A build writes a new ``gen-*`` folder completely, then replaces ``manifest.json`` in one atomic
+rename. A process killed at any moment therefore leaves the previous index intact, and a reader
+sees either the old or the new generation, never a mix. Old generations are deleted after the
+switch. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ragpipe import __version__
+from ragpipe.chunking import ChunkingConfig, Passages, split_documents
+from ragpipe.errors import IndexStoreError, QueryError, RagpipeError
+from ragpipe.fusion import reciprocal_rank_fusion, weighted_sum
+from ragpipe.retrievers.bm25 import BM25Index, BM25Params
+from ragpipe.retrievers.dense import DenseConfig, DenseIndex
+from ragpipe.text import Analyzer, AnalyzerConfig
+from ragpipe.types import Document, Run, ranked
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+MODES = ("dense", "bm25", "hybrid")
+FUSIONS = ("rrf", "weighted")
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How to build an index. ``dense=None`` builds a BM25-only index (no model, no torch)."""
+
+    encoder: "EncoderSpec | None" = None  # noqa: F821 - resolved lazily to keep torch-free imports
+    chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
+    dense: DenseConfig | None = field(default_factory=DenseConfig)
+    bm25: BM25Params = field(default_factory=BM25Params)
+    analyzer: AnalyzerConfig = field(default_factory=AnalyzerConfig)
+    batch_size: int = 16
+    precision: str = "auto"  # document encoding: auto | fp32 | bf16 (see BiEncoder.encode_documents)
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """``depth``: candidates each first-stage retriever contributes to fusion (at least k).
+    ``rrf_k``: the RRF constant. ``dense_weight``: weight of the dense run in the weighted sum
+    (BM25 gets 1 - dense_weight); scores are min-max normalised per query first."""
+
+    mode: str = "hybrid"
+    fusion: str = "rrf"
+    depth: int = 100
+    rrf_k: int = 60
+    dense_weight: float = 0.5
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise QueryError(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
+        if self.fusion not in FUSIONS:
+            raise QueryError(f"unknown fusion {self.fusion!r}; use one of {', '.join(FUSIONS)}")
+        if self.depth < 1:
+            raise QueryError(f"depth must be >= 1, got {self.depth}")
+        if not 0.0 <= self.dense_weight <= 1.0:
+            raise QueryError(f"dense weight must be within [0, 1], got {self.dense_weight}")
+
+
+@dataclass
+class Hit:
+    """One ranked document for display: its best passage is quoted as ``snippet``."""
+
+    rank: int
+    doc_id: str
+    score: float
+    title: str
+    snippet: str
+
+
+@dataclass
+class SearchResult:
+    """A :data:`Run` plus, per query, the milliseconds spent in each stage and the best passage
+    row of each dense hit (used for snippets)."""
+
+    run: Run
+    timings_ms: dict[str, dict[str, float]]
+    best_passage: dict[str, dict[str, int]]
+
+
+class Index:
+    """A loaded index. Build with :meth:`build`, open with :meth:`load`, query with :meth:`search`."""
+
+    def __init__(self, path: Path, manifest: dict, generation_dir: Path):
+        self.path = path
+        self.manifest = manifest
+        self._dir = generation_dir
+        import pyarrow.parquet as pq
+
+        try:
+            self._documents = pq.read_table(generation_dir / "documents.parquet")
+            passages = pq.read_table(generation_dir / "passages.parquet")
+        except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for damaged files
+            raise IndexStoreError(f"{path}: cannot read stored documents ({exc}); rebuild the index") from exc
+        self.doc_ids: list[str] = self._documents.column("doc_id").to_pylist()
+        self.passages = Passages(*(passages.column(c).to_numpy() for c in ("doc_row", "start", "end", "title_chars")))
+        self.bm25: BM25Index | None = BM25Index.load(generation_dir / "bm25") if manifest["bm25"] else None
+        self.dense: DenseIndex | None = None
+        if manifest["dense"]:
+            self.dense = DenseIndex.load(generation_dir / "dense", DenseConfig(**manifest["dense"]))
+        self._encoder = None
+
+    # -- building --------------------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        documents: Sequence[Document],
+        path: str | Path,
+        config: IndexConfig = IndexConfig(),
+        source: dict | None = None,
+        progress: bool = False,
+    ) -> Index:
+        """Index ``documents`` into the directory ``path`` and return the loaded index.
+
+        ``source`` is recorded in the manifest as given (e.g. ``{"path": ..., "sha256": ...}``).
+
+        An existing index at ``path`` is replaced only once the new one is complete; a directory
+        that holds other files is refused rather than overwritten.
+
+        Raises:
+            RagpipeError: empty corpus, duplicate ids, a bad configuration, or an unusable model.
+        """
+        path = Path(path)
+        _check_documents(documents)
+        _check_target(path)
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        encoder = None
+        if config.dense is not None:
+            from ragpipe.encoders import BiEncoder, EncoderSpec
+
+            encoder = BiEncoder(config.encoder or EncoderSpec(), batch_size=config.batch_size, precision=config.precision)
+            config.dense.validate()
+        path.mkdir(parents=True, exist_ok=True)
+        generation = f"gen-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        staging = path / f"{generation}.tmp"
+        staging.mkdir()
+        try:
+            t = time.perf_counter()
+            if encoder is not None:
+                passages = split_documents(
+                    documents, encoder.tokenizer, encoder.max_tokens, encoder.special_tokens,
+                    config.chunking, encoder.spec.document_prefix,
+                )
+            else:
+                passages = split_documents(documents, None, 0, 0, ChunkingConfig(max_tokens=0))
+            timings["chunk"] = time.perf_counter() - t
+            _write_tables(staging, documents, passages)
+            manifest: dict = {
+                "format_version": FORMAT_VERSION,
+                "ragpipe_version": __version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "generation": generation,
+                "source": source,
+                "documents": len(documents),
+                "passages": len(passages),
+                "encoder": None,
+                "chunking": None,
+                "dense": None,
+                "bm25": None,
+            }
+            t = time.perf_counter()
+            bm25 = BM25Index.build([_lexical_text(d) for d in documents], Analyzer(config.analyzer), config.bm25)
+            bm25.save(staging / "bm25")
+            timings["bm25"] = time.perf_counter() - t
+            manifest["bm25"] = {"params": asdict(config.bm25), "analyzer": asdict(config.analyzer), "terms": len(bm25.vocabulary)}
+            if encoder is not None:
+                t = time.perf_counter()
+                vectors = encoder.encode_documents(passages.texts(documents), progress=progress)
+                timings["encode"] = time.perf_counter() - t
+                t = time.perf_counter()
+                DenseIndex.build(vectors, config.dense).save(staging / "dense")
+                timings["dense_index"] = time.perf_counter() - t
+                manifest["encoder"] = {
+                    **encoder.spec.to_dict(),
+                    "fingerprint": encoder.fingerprint,
+                    "dim": encoder.dim,
+                    "pooling": encoder.pooling,
+                    "normalized": True,
+                    "max_tokens": encoder.max_tokens,
+                    "special_tokens": encoder.special_tokens,
+                    "document_precision": encoder.precision,
+                }
+                manifest["chunking"] = asdict(config.chunking)
+                manifest["dense"] = asdict(config.dense)
+            timings["total"] = time.perf_counter() - started
+            manifest["build_seconds"] = {k: round(v, 3) for k, v in timings.items()}
+            manifest["files"] = _checksums(staging)
+            final = path / generation
+            os.rename(staging, final)
+            _fsync_dir(path)
+            _atomic_write_json(path / MANIFEST, manifest)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        _remove_stale_generations(path, keep=generation)
+        index = cls(path, manifest, path / generation)
+        index._encoder = encoder
+        return index
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | Path, encoder_model: str | None = None) -> Index:
+        """Open the index at ``path``.
+
+        ``encoder_model``, if given, must name the model the index was built with.
+
+        Raises:
+            IndexStoreError: no index there, an interrupted or damaged build, a format this version
+                cannot read, or a different encoder than the one requested.
+        """
+        path = Path(path)
+        for attempt in range(2):
+            manifest = read_manifest(path)
+            generation_dir = path / manifest["generation"]
+            try:
+                _check_files(path, generation_dir, manifest["files"], full=False)
+                index = cls(path, manifest, generation_dir)
+                break
+            except IndexStoreError:
+                # A concurrent rebuild may have switched generations between our reads; retry once.
+                if attempt == 1 or read_manifest(path)["generation"] == manifest["generation"]:
+                    raise
+        if encoder_model is not None:
+            index.check_encoder(encoder_model)
+        return index
+
+    def check_encoder(self, model: str) -> None:
+        """Refuse a query encoder that differs from the one the index was built with."""
+        from ragpipe.models import canonical_name
+
+        built = self.manifest["encoder"]
+        if built is None:
+            raise IndexStoreError(f"{self.path} is a BM25-only index; it has no encoder (query with --mode bm25)")
+        if canonical_name(model) != built["model"]:
+            raise IndexStoreError(
+                f"{self.path} was built with encoder {built['model']!r}, not {model!r}; "
+                "query without --model, or rebuild the index with the new model"
+            )
+
+    def verify(self) -> list[str]:
+        """Problems found by re-reading every file against the manifest's checksums ([] if none)."""
+        try:
+            _check_files(self.path, self._dir, self.manifest["files"], full=True)
+        except IndexStoreError as exc:
+            return [str(exc)]
+        problems = []
+        if len(self.doc_ids) != self.manifest["documents"]:
+            problems.append(f"manifest says {self.manifest['documents']} documents, documents.parquet has {len(self.doc_ids)}")
+        if len(self.passages) != self.manifest["passages"]:
+            problems.append(f"manifest says {self.manifest['passages']} passages, passages.parquet has {len(self.passages)}")
+        if self.dense is not None and self.dense.n_vectors != len(self.passages):
+            problems.append(f"FAISS index holds {self.dense.n_vectors} vectors for {len(self.passages)} passages")
+        if self.bm25 is not None and self.bm25.n_docs != len(self.doc_ids):
+            problems.append(f"BM25 index covers {self.bm25.n_docs} documents, not {len(self.doc_ids)}")
+        return problems
+
+    @property
+    def encoder(self):
+        """The query encoder, created on first use and checked against the manifest's weights."""
+        if self._encoder is None:
+            built = self.manifest["encoder"]
+            if built is None:
+                raise QueryError(f"{self.path} is a BM25-only index; use mode 'bm25'")
+            from ragpipe.encoders import BiEncoder, EncoderSpec
+
+            encoder = BiEncoder(EncoderSpec(built["model"], built["query_prefix"], built["document_prefix"]))
+            if encoder.fingerprint != built["fingerprint"]:
+                raise IndexStoreError(
+                    f"the weights of {built['model']!r} found at {encoder.folder} differ from those the index "
+                    f"{self.path} was built with; rebuild the index or restore the original model"
+                )
+            self._encoder = encoder
+        return self._encoder
+
+    def size_bytes(self, component: str | None = None) -> int:
+        """Bytes on disk of one component (``dense``, ``bm25``, ``documents``) or of all files."""
+        files = self.manifest["files"]
+        if component is None:
+            return sum(f["bytes"] for f in files.values())
+        if component == "documents":
+            return sum(f["bytes"] for name, f in files.items() if name.endswith(".parquet"))
+        return sum(f["bytes"] for name, f in files.items() if name.startswith(component + "/"))
+
+    # -- searching -------------------------------------------------------------------------------
+
+    def search(self, queries: Mapping[str, str], k: int = 10, options: SearchOptions = SearchOptions()) -> SearchResult:
+        """Rank documents for each query; returns the top ``k`` per query as a Run.
+
+        Documents are ranked by their best passage. Queries are processed one at a time so that
+        the per-stage timings are what a single interactive query costs.
+
+        Raises:
+            QueryError: an empty query text, k < 1, or an option this index cannot serve.
+        """
+        options.validate()
+        if k < 1:
+            raise QueryError(f"k must be >= 1, got {k}")
+        for qid, text in queries.items():
+            if not isinstance(text, str) or not text.strip():
+                raise QueryError(f"query {qid!r} is empty; give some text to search for")
+        needs_dense = options.mode in ("dense", "hybrid")
+        needs_bm25 = options.mode in ("bm25", "hybrid")
+        if needs_dense and self.dense is None:
+            raise QueryError(f"{self.path} has no dense index (built BM25-only); use mode 'bm25'")
+        if needs_bm25 and self.bm25 is None:
+            raise QueryError(f"{self.path} has no BM25 index; use mode 'dense'")
+        depth = max(k, options.depth) if options.mode == "hybrid" else k
+        encoder = self.encoder if needs_dense else None
+        run: Run = {}
+        timings: dict[str, dict[str, float]] = {}
+        best_passage: dict[str, dict[str, int]] = {}
+        for qid, text in queries.items():
+            stage: dict[str, float] = {}
+            start = time.perf_counter()
+            runs = []
+            if needs_dense:
+                t = time.perf_counter()
+                vector = encoder.encode_queries([text])
+                stage["encode"] = _ms(t)
+                t = time.perf_counter()
+                dense_scores, best_passage[qid] = self._dense_documents(vector, depth)
+                stage["faiss"] = _ms(t)
+                runs.append(dense_scores)
+            if needs_bm25:
+                t = time.perf_counter()
+                rows, scores = self.bm25.top_k(text, depth)
+                runs.append({self.doc_ids[r]: float(s) for r, s in zip(rows.tolist(), scores.tolist())})
+                stage["bm25"] = _ms(t)
+            if options.mode == "hybrid":
+                t = time.perf_counter()
+                pair = [{qid: runs[0]}, {qid: runs[1]}]
+                if options.fusion == "rrf":
+                    fused = reciprocal_rank_fusion(pair, k=options.rrf_k)
+                else:
+                    fused = weighted_sum(pair, [options.dense_weight, 1.0 - options.dense_weight])
+                scores_by_doc = fused.get(qid, {})
+                stage["fusion"] = _ms(t)
+            else:
+                scores_by_doc = runs[0]
+            run[qid] = dict(ranked(scores_by_doc, k))
+            stage["total"] = _ms(start)
+            timings[qid] = stage
+        return SearchResult(run, timings, best_passage)
+
+    def _dense_documents(self, vector: np.ndarray, depth: int) -> tuple[dict[str, float], dict[str, int]]:
+        """Best-passage score of the top ``depth`` documents, and which passage was best."""
+        fetch = min(self.dense.n_vectors, depth * 2)
+        while True:
+            rows, scores = self.dense.search(vector, fetch)
+            doc_scores: dict[str, float] = {}
+            best: dict[str, int] = {}
+            for row, score in zip(rows[0].tolist(), scores[0].tolist()):
+                if row < 0:
+                    continue
+                doc_id = self.doc_ids[self.passages.doc_rows[row]]
+                if doc_id not in doc_scores:  # FAISS returns passages best first
+                    doc_scores[doc_id] = score
+                    best[doc_id] = row
+            if len(doc_scores) >= depth or fetch >= self.dense.n_vectors:
+                return doc_scores, best
+            fetch = min(self.dense.n_vectors, fetch * 4)
+
+    def hits(self, result: SearchResult, qid: str, query: str, snippet_chars: int = 240) -> list[Hit]:
+        """The ranked documents of ``qid`` with titles and a snippet of each one's best passage."""
+        rows_by_id = {doc_id: row for row, doc_id in enumerate(self.doc_ids)} if result.run.get(qid) else {}
+        titles = self._documents.column("title")
+        texts = self._documents.column("text")
+        best = result.best_passage.get(qid, {})
+        out = []
+        for rank, (doc_id, score) in enumerate(ranked(result.run.get(qid, {})), start=1):
+            row = rows_by_id[doc_id]
+            text = texts[row].as_py()
+            if doc_id in best:
+                passage = best[doc_id]
+                span = text[self.passages.starts[passage] : self.passages.ends[passage]]
+            else:
+                span = self._lexical_best_span(row, text, query)
+            snippet = " ".join(span.split())
+            if len(snippet) > snippet_chars:
+                snippet = snippet[: snippet_chars - 1].rsplit(" ", 1)[0] + "…"
+            out.append(Hit(rank, doc_id, score, titles[row].as_py(), snippet))
+        return out
+
+    def _lexical_best_span(self, row: int, text: str, query: str) -> str:
+        """The passage of document ``row`` sharing the most query terms (for BM25-only hits)."""
+        candidates = np.flatnonzero(self.passages.doc_rows == row)
+        if len(candidates) <= 1 or self.bm25 is None:
+            return text
+        terms = set(self.bm25.analyzer(query))
+        spans = [text[self.passages.starts[p] : self.passages.ends[p]] for p in candidates]
+        overlap = [len(terms.intersection(self.bm25.analyzer(span))) for span in spans]
+        return spans[int(np.argmax(overlap))]
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+def _lexical_text(doc: Document) -> str:
+    return f"{doc.title}\n{doc.text}" if doc.title else doc.text
+
+
+def _check_documents(documents: Sequence[Document]) -> None:
+    if not documents:
+        raise RagpipeError("the corpus is empty: nothing to index")
+    seen: set[str] = set()
+    for doc in documents:
+        if doc.doc_id in seen:
+            raise RagpipeError(f"duplicate document id {doc.doc_id!r}; ids must be unique")
+        seen.add(doc.doc_id)
+
+
+def _check_target(path: Path) -> None:
+    """Refuse to build into a non-empty directory that is not a ragpipe index."""
+    if path.exists() and not path.is_dir():
+        raise IndexStoreError(f"{path} exists and is not a directory; choose another --index path")
+    if path.is_dir() and not (path / MANIFEST).exists():
+        others = [p.name for p in path.iterdir() if not p.name.startswith("gen-")]
+        if others:
+            raise IndexStoreError(
+                f"{path} is not empty and holds no ragpipe index ({', '.join(sorted(others)[:3])}…); "
+                "choose a new or empty directory"
+            )
+
+
+def _write_tables(directory: Path, documents: Sequence[Document], passages: Passages) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    docs = pa.table(
+        {
+            "doc_id": [d.doc_id for d in documents],
+            "title": [d.title for d in documents],
+            "text": [d.text for d in documents],
+            "metadata": [json.dumps(d.metadata, ensure_ascii=False) if d.metadata else "" for d in documents],
+        }
+    )
+    pq.write_table(docs, directory / "documents.parquet")
+    pq.write_table(
+        pa.table({"doc_row": passages.doc_rows, "start": passages.starts, "end": passages.ends, "title_chars": passages.title_chars}),
+        directory / "passages.parquet",
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _checksums(directory: Path) -> dict[str, dict]:
+    out = {}
+    for file in sorted(p for p in directory.rglob("*") if p.is_file()):
+        with open(file, "rb") as f:
+            os.fsync(f.fileno())
+        out[file.relative_to(directory).as_posix()] = {"bytes": file.stat().st_size, "sha256": _sha256(file)}
+    return out
+
+
+def _check_files(path: Path, generation_dir: Path, files: dict, full: bool) -> None:
+    """Sizes (and with ``full``, checksums) of every file against the manifest."""
+    for name, expected in files.items():
+        file = generation_dir / name
+        if not file.is_file():
+            raise IndexStoreError(f"{path}: {generation_dir.name}/{name} is missing; the index is damaged, rebuild it")
+        if file.stat().st_size != expected["bytes"]:
+            raise IndexStoreError(f"{path}: {generation_dir.name}/{name} has the wrong size; the index is damaged, rebuild it")
+        if full and _sha256(file) != expected["sha256"]:
+            raise IndexStoreError(f"{path}: {generation_dir.name}/{name} fails its checksum; the index is damaged, rebuild it")
+
+
+def read_manifest(path: Path) -> dict:
+    """The parsed manifest of the index at ``path``.
+
+    Raises:
+        IndexStoreError: no index, an interrupted first build, a damaged manifest or a newer format.
+    """
+    manifest_path = path / MANIFEST
+    if not path.exists():
+        raise IndexStoreError(f"no index at {path}; build one with: ragpipe index SOURCE --index {path}")
+    if not manifest_path.is_file():
+        hint = " (an index build was interrupted before it finished)" if any(path.glob("gen-*")) else ""
+        raise IndexStoreError(f"{path} holds no {MANIFEST}{hint}; rebuild with: ragpipe index SOURCE --index {path}")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        version = manifest["format_version"]
+        manifest["generation"], manifest["files"]  # noqa: B018 - presence check
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise IndexStoreError(f"{manifest_path} is damaged ({exc}); rebuild the index") from exc
+    if version > FORMAT_VERSION:
+        raise IndexStoreError(
+            f"{path} uses index format {version}, newer than this ragpipe reads ({FORMAT_VERSION}); upgrade ragpipe"
+        )
+    return manifest
+
+
+def _atomic_write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_generations(path: Path, keep: str) -> None:
+    for child in path.iterdir():
+        if child.name.startswith("gen-") and child.name != keep and child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        elif child.name.startswith(f".{MANIFEST}.") and child.name.endswith(".tmp"):
+            child.unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""First-stage retrievers: each turns queries into a :data:`ragpipe.types.Run`."""
