@@ -203,6 +203,7 @@ def run_eval(
         data, Path(index_dir) if index_dir else None, config, needs_dense, rebuild, progress
     )
     runs_path = Path(runs_dir) if runs_dir else Path("runs") / data.name
+    runs_path.mkdir(parents=True, exist_ok=True)
     report = EvalReport(data.name, split, len(data.queries), str(index.path), built)
     for name, options in setups.items():
         options = replace(options, depth=search.depth, rrf_k=search.rrf_k, dense_weight=search.dense_weight)

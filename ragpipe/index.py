@@ -154,6 +154,7 @@ class Index:
 
             encoder = BiEncoder(config.encoder or EncoderSpec(), batch_size=config.batch_size, precision=config.precision)
             config.dense.validate()
+        created = not path.exists()
         path.mkdir(parents=True, exist_ok=True)
         generation = f"gen-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
         staging = path / f"{generation}.tmp"
@@ -215,6 +216,8 @@ class Index:
             _atomic_write_json(path / MANIFEST, manifest)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
+            if created and not any(path.iterdir()):
+                path.rmdir()
             raise
         _remove_stale_generations(path, keep=generation)
         index = cls(path, manifest, path / generation)
