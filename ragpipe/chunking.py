@@ -19,6 +19,8 @@ from ragpipe.types import Document
 
 # A title longer than this share of the budget is cut, so that every passage keeps room for text.
 _MAX_TITLE_SHARE = 0.25
+# Smaller passages leave no room for text next to a title and the special tokens.
+_MIN_TOKENS = 16
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,11 @@ class ChunkingConfig:
 
     def validate(self, encoder_limit: int) -> int:
         size = encoder_limit if self.max_tokens is None else self.max_tokens
-        if size < 0 or size > encoder_limit:
-            raise RagpipeError(f"passage size must be within 0..{encoder_limit} tokens for this encoder, got {size}")
+        if size != 0 and not _MIN_TOKENS <= size <= encoder_limit:
+            raise RagpipeError(
+                f"passage size must be 0 (no splitting) or within {_MIN_TOKENS}..{encoder_limit} tokens "
+                f"for this encoder, got {size}"
+            )
         if size and not 0 <= self.overlap < size // 2:
             raise RagpipeError(f"passage overlap must be within 0..{size // 2 - 1} tokens, got {self.overlap}")
         return size
@@ -56,11 +61,7 @@ class Passages:
         """The text each passage is encoded from: the title, then the span of the text."""
         out = []
         rows = zip(self.doc_rows.tolist(), self.starts.tolist(), self.ends.tolist(), self.title_chars.tolist())
-        for row, start, end, title_chars in rows:
-            doc = documents[row]
-            span = doc.text[start:end]
-            out.append(f"{doc.title[:title_chars]} {span}" if title_chars else span)
-        return out
+        return [_passage_text(documents[row], start, end, title_chars) for row, start, end, title_chars in rows]
 
 
 def split_documents(documents: Sequence[Document], tokenizer, encoder_limit: int, special_tokens: int,
@@ -100,14 +101,57 @@ def split_documents(documents: Sequence[Document], tokenizer, encoder_limit: int
             add(row, 0, len(doc.text), title_chars)
             continue
         stride = budget - config.overlap
+        if stride < 1:
+            raise RagpipeError(
+                f"passages of {size} tokens leave no room for text after the title, special tokens and an "
+                f"overlap of {config.overlap}; use a larger passage size or a smaller overlap"
+            )
+        word_starts = _word_starts(offsets)
         first = 0
         while True:
             last = min(first + budget, n)
-            add(row, offsets[first][0], offsets[last - 1][1] if last < n else len(doc.text), title_chars)
+            if last < n:
+                last = _last_word_start(word_starts, first + 1, last)
+            end_char = offsets[last - 1][1] if last < n else len(doc.text)
+            # Re-tokenising a span can differ from the document's tokens at its edges; measure the
+            # real passage and shorten it until it fits, so the encoder never truncates it.
+            while last - first > 1:
+                text = prefix + _passage_text(doc, offsets[first][0], end_char, title_chars)
+                excess = len(tokenizer.encode(text).ids) - size
+                if excess <= 0:
+                    break
+                last = max(first + 1, last - excess)
+                end_char = offsets[last - 1][1]
+            add(row, offsets[first][0], end_char, title_chars)
             if last >= n:
                 break
-            first += stride
+            first = _last_word_start(word_starts, first + 1, max(first + 1, last - config.overlap))
     return _as_passages(columns)
+
+
+def _passage_text(doc: Document, start: int, end: int, title_chars: int) -> str:
+    span = doc.text[start:end]
+    return f"{doc.title[:title_chars]} {span}" if title_chars else span
+
+
+def _word_starts(offsets: list[tuple[int, int]]) -> np.ndarray:
+    """True for tokens that begin a whitespace-separated word (a gap before them, or first)."""
+    starts = np.array([start for start, _ in offsets], dtype=np.int64)
+    ends = np.array([end for _, end in offsets], dtype=np.int64)
+    out = np.ones(len(offsets), dtype=bool)
+    out[1:] = starts[1:] > ends[:-1]
+    return out
+
+
+def _last_word_start(word_starts: np.ndarray, low: int, high: int) -> int:
+    """The largest token position in [low, high] that starts a word, else ``high``.
+
+    Cutting passages at word starts keeps words whole (a span that begins mid-word re-tokenises
+    into more pieces) and makes snippets readable. Text without spaces (CJK) has no word starts
+    and is cut at ``high``.
+    """
+    candidates = np.flatnonzero(word_starts[low : high + 1])
+    return low + int(candidates[-1]) if len(candidates) else high
 
 
 def _as_passages(columns: tuple[list[int], ...]) -> Passages:

@@ -127,7 +127,7 @@ def _records(path: Path, on_bad_line: str, report: LoadReport) -> Iterator[tuple
         if (path / "corpus.jsonl").is_file():
             yield from _jsonl_records(path / "corpus.jsonl", on_bad_line, report)
         else:
-            yield from _text_folder_records(path)
+            yield from _text_folder_records(path, on_bad_line, report)
         return
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson", ".json"):
@@ -137,7 +137,7 @@ def _records(path: Path, on_bad_line: str, report: LoadReport) -> Iterator[tuple
     elif suffix == ".parquet":
         yield from _parquet_records(path)
     elif suffix in TEXT_SUFFIXES:
-        yield from _text_file_records([path], path.parent)
+        yield from _text_file_records([path], path.parent, on_bad_line, report)
     else:
         raise CorpusError(
             "unsupported corpus format; use a BEIR folder, .jsonl, .csv, .tsv, .parquet, "
@@ -189,7 +189,9 @@ def _csv_records(path: Path, delimiter: str, on_bad_line: str, report: LoadRepor
     numbered = list(lines)
     if not numbered:
         return
-    reader = csv.reader(io.StringIO("\n".join(line for _, line in numbered)), delimiter=delimiter)
+    # TSV has no quoting convention: a text starting with '"' must not swallow the next lines.
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO("\n".join(line for _, line in numbered)), delimiter=delimiter, quoting=quoting)
     # csv can join physical lines (quoted newlines), so track the physical line from the reader.
     header = next(reader, None)
     if header is None:
@@ -226,17 +228,17 @@ def _parquet_records(path: Path):
         yield location, row
 
 
-def _text_folder_records(folder: Path):
+def _text_folder_records(folder: Path, on_bad_line: str, report: LoadReport):
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
     if not files:
         raise CorpusError("folder holds no corpus.jsonl and no .txt/.md files", folder)
-    yield from _text_file_records(files, folder)
+    yield from _text_file_records(files, folder, on_bad_line, report)
 
 
-def _text_file_records(files: list[Path], root: Path):
+def _text_file_records(files: list[Path], root: Path, on_bad_line: str, report: LoadReport):
     for file in files:
         location = str(file)
-        lines = [line for _, line in iter_lines(file, "error", None)]
+        lines = [line for _, line in iter_lines(file, on_bad_line, report)]
         title = file.stem
         for line in lines:
             if line.startswith("# "):
@@ -267,9 +269,9 @@ def load_queries(path: str | Path) -> dict[str, str]:
             qid, text = (_first(row, ID_FIELDS), row.get("text")) if isinstance(row, dict) else (None, None)
         else:
             qid, _, text = line.partition("\t")
-        if qid is None or text is None or not str(text).strip():
+        if qid is None or not str(qid).strip() or text is None or not str(text).strip():
             raise CorpusError("expected a query id and a non-empty text", path, number)
-        qid = str(qid)
+        qid = str(qid).strip()
         if qid in queries:
             raise CorpusError(f"duplicate query id {qid!r}", path, number)
         queries[qid] = str(text)

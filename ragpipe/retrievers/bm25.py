@@ -139,8 +139,7 @@ class BM25Index:
         """Rows and scores of the ``k`` best documents that share at least one term with the query.
 
         Documents without any query term are not returned (their score is 0 by construction), so
-        fewer than ``k`` rows can come back. Ties are broken by row order, which callers map to doc
-        ids and re-sort with :func:`ragpipe.types.ranked`.
+        fewer than ``k`` rows can come back. Ties, also at the cut-off, are broken by row order.
         """
         term_ids = self.query_term_ids(query)
         if not term_ids or k <= 0:
@@ -152,12 +151,15 @@ class BM25Index:
             rows = self.tf_indices[start:end]
             scores[rows] += self._weights[start:end]
             touched.append(rows)
-        candidates = np.unique(np.concatenate(touched))
+        candidates = np.unique(np.concatenate(touched))  # ascending rows
         cand_scores = scores[candidates]
         if len(candidates) > k:
-            part = np.argpartition(-cand_scores, k - 1)[:k]
-            candidates, cand_scores = candidates[part], cand_scores[part]
-        order = np.lexsort((candidates, -cand_scores))
+            # Keep everything tied with the k-th best score, so the row-order tie rule below
+            # decides which tied documents make the cut (argpartition alone picks arbitrarily).
+            kth_best = -np.partition(-cand_scores, k - 1)[k - 1]
+            keep = cand_scores >= kth_best
+            candidates, cand_scores = candidates[keep], cand_scores[keep]
+        order = np.lexsort((candidates, -cand_scores))[:k]
         return candidates[order], cand_scores[order]
 
     # -- persistence -------------------------------------------------------------------------
@@ -188,16 +190,19 @@ class BM25Index:
                 name: np.load(directory / f"{name}.npy", mmap_mode=mode, allow_pickle=False)
                 for name in ("tf_data", "tf_indices", "tf_indptr", "doc_lengths")
             }
-        except (OSError, ValueError, KeyError) as exc:
-            raise IndexStoreError(f"cannot read the BM25 index in {directory}: {exc}") from exc
+            analyzer = Analyzer.from_config(params["analyzer"])
+            bm25_params = BM25Params(**params["bm25"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            detail = f"params.json lacks {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise IndexStoreError(f"cannot read the BM25 index in {directory}: {detail}; rebuild the index") from exc
         return cls(
             {term: row for row, term in enumerate(terms)},
             arrays["tf_data"],
             arrays["tf_indices"],
             arrays["tf_indptr"],
             arrays["doc_lengths"],
-            Analyzer.from_config(params["analyzer"]),
-            BM25Params(**params["bm25"]),
+            analyzer,
+            bm25_params,
         )
 
 
