@@ -6,4 +6,4 @@ export RAGPIPE_DATA="${RAGPIPE_DATA:-$(cd .. && pwd)/shared/datasets}"
 RAGPIPE="${RAGPIPE:-.venv/bin/ragpipe}"
 dataset="${1:-scifact}"
 "$RAGPIPE" eval "$dataset" --index "indexes/$dataset-truncated" --passage-tokens 0 --rebuild \
-  --modes dense,hybrid-rrf,hybrid-weighted --output "eval/results/$dataset-truncated.json" | tee "eval/results/$dataset-truncated.txt"
+  --modes dense,hybrid-rrf,hybrid-weighted --runs-dir "runs/$dataset-truncated" --output "eval/results/$dataset-truncated.json" | tee "eval/results/$dataset-truncated.txt"

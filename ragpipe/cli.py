@@ -39,7 +39,7 @@ def main(
     pass
 
 
-def _index_config(model: str, passage_tokens: Optional[int], overlap: int, dense_index: str, no_dense: bool,
+def _index_config(model: Optional[str], passage_tokens: Optional[int], overlap: int, dense_index: str, no_dense: bool,
                   batch_size: int, precision: str):
     from ragpipe.chunking import ChunkingConfig
     from ragpipe.encoders.bi_encoder import EncoderSpec
@@ -47,7 +47,7 @@ def _index_config(model: str, passage_tokens: Optional[int], overlap: int, dense
     from ragpipe.retrievers.dense import DenseConfig
 
     return IndexConfig(
-        encoder=EncoderSpec(model=model),
+        encoder=EncoderSpec(model=model) if model else EncoderSpec(),
         chunking=ChunkingConfig(max_tokens=passage_tokens, overlap=overlap),
         dense=None if no_dense else DenseConfig(kind=dense_index),
         batch_size=batch_size,
@@ -67,7 +67,7 @@ _PRECISION = typer.Option("auto", "--precision", help="Document encoding precisi
 def index(
     source: Path = typer.Argument(..., help="BEIR folder, .jsonl/.csv/.tsv/.parquet file, or folder of .txt/.md files."),
     index_dir: Optional[Path] = typer.Option(None, "--index", help="Index directory (default: indexes/<source name>)."),
-    model: str = _MODEL,
+    model: Optional[str] = typer.Option(None, "--model", help="Bi-encoder: hub name or local folder (default: sentence-transformers/all-MiniLM-L6-v2)."),
     passage_tokens: Optional[int] = _PASSAGE_TOKENS,
     overlap: int = _OVERLAP,
     dense_index: str = _DENSE_INDEX,
@@ -75,6 +75,7 @@ def index(
     batch_size: int = _BATCH,
     precision: str = _PRECISION,
     skip_bad_lines: bool = typer.Option(False, "--skip-bad-lines", help="Skip malformed records instead of stopping."),
+    append: bool = typer.Option(False, "--append", help="Add the documents to the existing index instead of rebuilding it."),
 ) -> None:
     """Build an index over a corpus (documents are split into passages that fit the encoder)."""
     from ragpipe.corpus import load_corpus
@@ -88,13 +89,51 @@ def index(
         typer.echo(f"warning: skipped {len(report.skipped_empty)} documents with neither text nor title ({shown})", err=True)
     typer.echo(f"read {source}: {report.summary()}", err=True)
     target = index_dir or Path("indexes") / (source.stem if source.is_file() else source.resolve().name)
-    config = _index_config(model, passage_tokens, overlap, dense_index, no_dense, batch_size, precision)
-    built = Index.build(report.documents, target, config, source={"path": str(source)}, progress=True)
+    if append:
+        existing = Index.load(target, encoder_model=model)
+        built = existing.append(report.documents, progress=True)
+        action = f"appended {len(report.documents)} documents to {target}; it now holds"
+    else:
+        config = _index_config(model, passage_tokens, overlap, dense_index, no_dense, batch_size, precision)
+        built = Index.build(report.documents, target, config, source={"path": str(source)}, progress=True)
+        action = f"indexed into {target}:"
     m = built.manifest
     typer.echo(
-        f"indexed {m['documents']} documents as {m['passages']} passages into {target} "
+        f"{action} {m['documents']} documents as {m['passages']} passages "
         f"({built.size_bytes() / 1e6:.1f} MB, {m['build_seconds']['total']:.1f} s)"
     )
+
+
+@app.command()
+def delete(
+    index_dir: Path = typer.Argument(..., help="Index directory."),
+    doc_ids: list[str] = typer.Argument(..., help="Ids of the documents to remove."),
+) -> None:
+    """Remove documents by id (all ids must exist; otherwise nothing changes)."""
+    from ragpipe.index import Index
+
+    updated = Index.load(index_dir).delete(doc_ids)
+    typer.echo(f"deleted {len(set(doc_ids))} documents from {index_dir}; {updated.manifest['documents']} remain")
+
+
+@app.command()
+def check(index_dir: Path = typer.Argument(..., help="Index directory.")) -> None:
+    """Verify an index: manifest, every file's checksum, and that the counts agree."""
+    from ragpipe.index import Index
+
+    loaded = Index.load(index_dir)
+    problems = loaded.verify()
+    leftovers = sorted(p.name for p in index_dir.glob("gen-*.tmp"))
+    if leftovers:
+        typer.echo(f"note: {len(leftovers)} unfinished build folders ({', '.join(leftovers[:3])}) from an interrupted "
+                   "write; the next write removes them", err=True)
+    for problem in problems:
+        typer.echo(f"problem: {problem}", err=True)
+    if problems:
+        raise typer.Exit(1)
+    m = loaded.manifest
+    typer.echo(f"ok: {index_dir} holds {m['documents']} documents, {m['passages']} passages; "
+               f"{len(m['files'])} files match their checksums")
 
 
 @app.command()
@@ -109,8 +148,11 @@ def query(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per result."),
 ) -> None:
     """Search an index and print ranked documents with a snippet of each one's best passage."""
+    from ragpipe.errors import QueryError
     from ragpipe.index import Index, SearchOptions
 
+    if not text.strip():
+        raise QueryError("the query is empty; give some text to search for")
     loaded = Index.load(index_dir, encoder_model=model)
     options = SearchOptions(mode=mode, fusion=fusion, dense_weight=dense_weight)
     result = loaded.search({"query": text}, k=k, options=options)
@@ -170,7 +212,8 @@ def eval_command(
 def run() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns (not raises) the code of a typer.Exit.
+        status = app(standalone_mode=False)
     except RagpipeError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -188,6 +231,8 @@ def run() -> None:
         if isinstance(exc, click.exceptions.Abort):
             sys.exit(1)
         raise
+    if isinstance(status, int) and status:
+        sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -192,18 +192,36 @@ def _csv_records(path: Path, delimiter: str, on_bad_line: str, report: LoadRepor
     # TSV has no quoting convention: a text starting with '"' must not swallow the next lines.
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.reader(io.StringIO("\n".join(line for _, line in numbered)), delimiter=delimiter, quoting=quoting)
-    # csv can join physical lines (quoted newlines), so track the physical line from the reader.
-    header = next(reader, None)
-    if header is None:
+
+    def physical_line() -> int:
+        # A quoted field can span lines, so map the reader's position back to the file's line.
+        return numbered[min(max(reader.line_num, 1), len(numbered)) - 1][0]
+
+    def rows():
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # a NUL byte, a stray carriage return, ...
+                number = physical_line()
+                if on_bad_line == "skip":
+                    report.skipped_bad_lines.append((f"{path}:{number}", f"malformed CSV: {exc}"))
+                    continue
+                raise CorpusError(f"malformed CSV ({exc}); pass --skip-bad-lines to skip such lines", path, number) from None
+            yield physical_line(), values
+
+    records = rows()
+    first = next(records, None)
+    if first is None:
         return
-    header = [h.strip() for h in header]
+    header = [h.strip() for h in first[1]]
     if not any(h in ID_FIELDS for h in header) or not any(h in TEXT_FIELDS for h in header):
         raise CorpusError(
             f"header must name an id column ({', '.join(ID_FIELDS)}) and a text column "
-            f"({', '.join(TEXT_FIELDS)}); found {header}", path, numbered[0][0]
+            f"({', '.join(TEXT_FIELDS)}); found {header}", path, first[0]
         )
-    for values in reader:
-        number = numbered[min(reader.line_num, len(numbered)) - 1][0]
+    for number, values in records:
         location = f"{path}:{number}"
         if not values:
             continue

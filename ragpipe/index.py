@@ -23,6 +23,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from ragpipe.types import Document, Run, ranked
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+LOCK = ".lock"
 MODES = ("dense", "bm25", "hybrid")
 FUSIONS = ("rrf", "weighted")
 
@@ -136,88 +138,152 @@ class Index:
         """Index ``documents`` into the directory ``path`` and return the loaded index.
 
         ``source`` is recorded in the manifest as given (e.g. ``{"path": ..., "sha256": ...}``).
-
         An existing index at ``path`` is replaced only once the new one is complete; a directory
         that holds other files is refused rather than overwritten.
 
         Raises:
-            RagpipeError: empty corpus, duplicate ids, a bad configuration, or an unusable model.
+            RagpipeError: empty corpus, duplicate ids, a bad configuration, an unusable model, or
+                another process writing the same index.
         """
         path = Path(path)
         _check_documents(documents)
         _check_target(path)
-        timings: dict[str, float] = {}
         started = time.perf_counter()
+        timings: dict[str, float] = {}
         encoder = None
         if config.dense is not None:
             from ragpipe.encoders import BiEncoder, EncoderSpec
 
-            encoder = BiEncoder(config.encoder or EncoderSpec(), batch_size=config.batch_size, precision=config.precision)
             config.dense.validate()
-        created = not path.exists()
-        path.mkdir(parents=True, exist_ok=True)
+            encoder = BiEncoder(config.encoder or EncoderSpec(), batch_size=config.batch_size, precision=config.precision)
+        manifest: dict = {
+            "format_version": FORMAT_VERSION,
+            "ragpipe_version": __version__,
+            "created": _now(),
+            "source": source,
+            "encoder": _encoder_manifest(encoder),
+            "chunking": asdict(config.chunking) if encoder else None,
+            "dense": asdict(config.dense) if encoder else None,
+            "bm25": {"params": asdict(config.bm25), "analyzer": asdict(config.analyzer)},
+        }
+        with _writer_lock(path):
+            passages = _split(documents, encoder, config.chunking, timings)
+            t = time.perf_counter()
+            bm25 = BM25Index.build([_lexical_text(d) for d in documents], Analyzer(config.analyzer), config.bm25)
+            timings["bm25"] = time.perf_counter() - t
+            vectors = _encode(encoder, passages, documents, timings, progress)
+            return cls._commit(path, manifest, documents, passages, bm25, vectors, timings, started, encoder)
+
+    def append(self, documents: Sequence[Document], progress: bool = False) -> Index:
+        """Add ``documents`` and return the updated index (this object keeps the old state).
+
+        Only the new documents are analysed and encoded; results equal those of a full rebuild
+        over the old documents followed by the new ones.
+
+        Raises:
+            RagpipeError: an empty list, duplicate ids among the new documents, or an id the index
+                already holds (delete it first to replace it).
+        """
+        _check_documents(documents)
+        existing = set(self.doc_ids)
+        clashes = [d.doc_id for d in documents if d.doc_id in existing]
+        if clashes:
+            raise RagpipeError(
+                f"{len(clashes)} document ids are already in {self.path} (e.g. {', '.join(map(repr, clashes[:3]))}); "
+                "ids must stay unique: delete those documents first to replace them"
+            )
+        return self._rewrite(np.arange(len(self.doc_ids)), documents, progress, {"op": "append", "documents": len(documents)})
+
+    def delete(self, doc_ids: Sequence[str]) -> Index:
+        """Remove the documents ``doc_ids`` and return the updated index.
+
+        Raises:
+            RagpipeError: an id the index does not hold (nothing is changed), or a deletion that
+                would leave the index empty.
+        """
+        wanted = set(doc_ids)
+        unknown = sorted(wanted.difference(self.doc_ids))
+        if unknown:
+            raise RagpipeError(f"{self.path} holds no document with id {', '.join(map(repr, unknown[:5]))}; nothing was deleted")
+        keep = np.array([row for row, doc_id in enumerate(self.doc_ids) if doc_id not in wanted], dtype=np.int64)
+        if len(keep) == 0:
+            raise RagpipeError(f"deleting every document would leave {self.path} empty; remove the directory instead")
+        return self._rewrite(keep, [], False, {"op": "delete", "documents": len(wanted)})
+
+    def _rewrite(self, keep_rows: np.ndarray, new_documents: Sequence[Document], progress: bool, change: dict) -> Index:
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        encoder = self.encoder if self.dense is not None else None
+        with _writer_lock(self.path):
+            if read_manifest(self.path)["generation"] != self.manifest["generation"]:
+                raise IndexStoreError(f"{self.path} changed since it was loaded; load it again and retry")
+            documents = self.documents(keep_rows) + list(new_documents)
+            row_map = np.full(len(self.doc_ids), -1, dtype=np.int64)
+            row_map[keep_rows] = np.arange(len(keep_rows))
+            kept = row_map[self.passages.doc_rows] >= 0
+            chunking = ChunkingConfig(**self.manifest["chunking"]) if encoder else ChunkingConfig(max_tokens=0)
+            added = _split(new_documents, encoder, chunking, timings)
+            passages = Passages(
+                np.concatenate([row_map[self.passages.doc_rows[kept]], added.doc_rows + len(keep_rows)]).astype(np.int32),
+                *(np.concatenate([getattr(self.passages, name)[kept], getattr(added, name)]).astype(np.int32)
+                  for name in ("starts", "ends", "title_chars")),
+            )
+            t = time.perf_counter()
+            bm25 = self.bm25.updated(keep_rows, [_lexical_text(d) for d in new_documents])
+            timings["bm25"] = time.perf_counter() - t
+            vectors = None
+            if encoder is not None:
+                new_vectors = _encode(encoder, added, new_documents, timings, progress)
+                vectors = np.vstack([self.dense.vectors()[kept], new_vectors])
+            manifest = {key: value for key, value in self.manifest.items() if key not in ("generation", "files")}
+            manifest["updated"] = _now()
+            manifest["changes"] = [*self.manifest.get("changes", []), {**change, "at": manifest["updated"]}]
+            if isinstance(manifest.get("source"), dict):
+                # The index no longer mirrors its source file byte for byte.
+                manifest["source"] = {**manifest["source"], "sha256": None}
+            return Index._commit(self.path, manifest, documents, passages, bm25, vectors, timings, started, encoder)
+
+    def documents(self, rows: Sequence[int] | np.ndarray | None = None) -> list[Document]:
+        """The stored documents (all, or those at ``rows``), in index order."""
+        table = self._documents if rows is None else self._documents.take(np.asarray(rows, dtype=np.int64))
+        columns = {name: table.column(name).to_pylist() for name in ("doc_id", "title", "text", "metadata")}
+        return [
+            Document(doc_id=i, text=x, title=t, metadata=json.loads(m) if m else {})
+            for i, t, x, m in zip(columns["doc_id"], columns["title"], columns["text"], columns["metadata"])
+        ]
+
+    @classmethod
+    def _commit(cls, path: Path, manifest: dict, documents: Sequence[Document], passages: Passages, bm25: BM25Index,
+                vectors: np.ndarray | None, timings: dict[str, float], started: float, encoder) -> Index:
+        """Write a complete new generation beside the current one, then switch the manifest to it."""
+        created = not (path / MANIFEST).exists() and not any(path.glob("gen-*"))
         generation = f"gen-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
         staging = path / f"{generation}.tmp"
         staging.mkdir()
         try:
-            t = time.perf_counter()
-            if encoder is not None:
-                passages = split_documents(
-                    documents, encoder.tokenizer, encoder.max_tokens, encoder.special_tokens,
-                    config.chunking, encoder.spec.document_prefix,
-                )
-            else:
-                passages = split_documents(documents, None, 0, 0, ChunkingConfig(max_tokens=0))
-            timings["chunk"] = time.perf_counter() - t
             _write_tables(staging, documents, passages)
-            manifest: dict = {
-                "format_version": FORMAT_VERSION,
-                "ragpipe_version": __version__,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            bm25.save(staging / "bm25")
+            if vectors is not None:
+                t = time.perf_counter()
+                DenseIndex.build(vectors, DenseConfig(**manifest["dense"])).save(staging / "dense")
+                timings["dense_index"] = time.perf_counter() - t
+            timings["total"] = time.perf_counter() - started
+            manifest = {
+                **manifest,
                 "generation": generation,
-                "source": source,
                 "documents": len(documents),
                 "passages": len(passages),
-                "encoder": None,
-                "chunking": None,
-                "dense": None,
-                "bm25": None,
+                "bm25": {**manifest["bm25"], "terms": len(bm25.vocabulary)},
+                "build_seconds": {k: round(v, 3) for k, v in timings.items()},
+                "files": _checksums(staging),
             }
-            t = time.perf_counter()
-            bm25 = BM25Index.build([_lexical_text(d) for d in documents], Analyzer(config.analyzer), config.bm25)
-            bm25.save(staging / "bm25")
-            timings["bm25"] = time.perf_counter() - t
-            manifest["bm25"] = {"params": asdict(config.bm25), "analyzer": asdict(config.analyzer), "terms": len(bm25.vocabulary)}
-            if encoder is not None:
-                t = time.perf_counter()
-                vectors = encoder.encode_documents(passages.texts(documents), progress=progress)
-                timings["encode"] = time.perf_counter() - t
-                t = time.perf_counter()
-                DenseIndex.build(vectors, config.dense).save(staging / "dense")
-                timings["dense_index"] = time.perf_counter() - t
-                manifest["encoder"] = {
-                    **encoder.spec.to_dict(),
-                    "fingerprint": encoder.fingerprint,
-                    "dim": encoder.dim,
-                    "pooling": encoder.pooling,
-                    "normalized": True,
-                    "max_tokens": encoder.max_tokens,
-                    "special_tokens": encoder.special_tokens,
-                    "document_precision": encoder.precision,
-                }
-                manifest["chunking"] = asdict(config.chunking)
-                manifest["dense"] = asdict(config.dense)
-            timings["total"] = time.perf_counter() - started
-            manifest["build_seconds"] = {k: round(v, 3) for k, v in timings.items()}
-            manifest["files"] = _checksums(staging)
-            final = path / generation
-            os.rename(staging, final)
+            os.rename(staging, path / generation)
             _fsync_dir(path)
             _atomic_write_json(path / MANIFEST, manifest)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
-            if created and not any(path.iterdir()):
-                path.rmdir()
+            if created:
+                shutil.rmtree(path, ignore_errors=True)
             raise
         _remove_stale_generations(path, keep=generation)
         index = cls(path, manifest, path / generation)
@@ -423,6 +489,70 @@ class Index:
 # -- helpers ---------------------------------------------------------------------------------------
 
 
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _split(documents: Sequence[Document], encoder, chunking: ChunkingConfig, timings: dict[str, float]) -> Passages:
+    t = time.perf_counter()
+    if encoder is None:  # BM25-only: one passage per document, only used for snippets
+        passages = split_documents(documents, None, 0, 0, ChunkingConfig(max_tokens=0))
+    else:
+        passages = split_documents(documents, encoder.tokenizer, encoder.max_tokens, encoder.special_tokens,
+                                   chunking, encoder.spec.document_prefix)
+    timings["chunk"] = time.perf_counter() - t
+    return passages
+
+
+def _encode(encoder, passages: Passages, documents: Sequence[Document], timings: dict[str, float],
+            progress: bool) -> np.ndarray | None:
+    if encoder is None:
+        return None
+    t = time.perf_counter()
+    vectors = encoder.encode_documents(passages.texts(documents), progress=progress)
+    timings["encode"] = time.perf_counter() - t
+    return vectors
+
+
+def _encoder_manifest(encoder) -> dict | None:
+    if encoder is None:
+        return None
+    return {
+        **encoder.spec.to_dict(),
+        "fingerprint": encoder.fingerprint,
+        "dim": encoder.dim,
+        "pooling": encoder.pooling,
+        "normalized": True,
+        "max_tokens": encoder.max_tokens,
+        "special_tokens": encoder.special_tokens,
+        "document_precision": encoder.precision,
+    }
+
+
+@contextmanager
+def _writer_lock(path: Path):
+    """Exclusive right to write the index at ``path``; a second writer fails at once.
+
+    Without it two writers could each build from the same old generation and the later switch
+    would silently drop the earlier one's changes.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / LOCK, "a+") as handle:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks; single-writer use is the caller's duty
+            yield
+            return
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise IndexStoreError(f"another ragpipe process is writing {path}; wait for it to finish") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
 
@@ -446,7 +576,7 @@ def _check_target(path: Path) -> None:
     if path.exists() and not path.is_dir():
         raise IndexStoreError(f"{path} exists and is not a directory; choose another --index path")
     if path.is_dir() and not (path / MANIFEST).exists():
-        others = [p.name for p in path.iterdir() if not p.name.startswith("gen-")]
+        others = [p.name for p in path.iterdir() if not p.name.startswith("gen-") and p.name != LOCK]
         if others:
             raise IndexStoreError(
                 f"{path} is not empty and holds no ragpipe index ({', '.join(sorted(others)[:3])}…); "

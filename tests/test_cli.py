@@ -32,7 +32,7 @@ def index_dir(tmp_path_factory, corpus_file) -> Path:
     target = tmp_path_factory.mktemp("indexes") / "small"
     done = ragpipe("index", str(corpus_file), "--index", str(target))
     assert done.returncode == 0, done.stderr
-    assert f"indexed 12 documents as 12 passages into {target}" in done.stdout
+    assert f"indexed into {target}: 12 documents as 12 passages" in done.stdout
     assert "read " in done.stderr and "12 documents" in done.stderr
     return target
 
@@ -113,7 +113,7 @@ def test_skip_bad_lines_reports_what_it_skipped(tmp_path):
     done = ragpipe("index", str(source), "--index", str(tmp_path / "i"), "--bm25-only", "--skip-bad-lines")
     assert done.returncode == 0, done.stderr
     assert f"skipped {source}:2" in done.stderr and "1 bad lines skipped" in done.stderr
-    assert "indexed 2 documents" in done.stdout
+    assert "2 documents as 2 passages" in done.stdout
 
 
 def test_eval_of_an_unknown_dataset_offline_is_one_line(tmp_path):

@@ -82,26 +82,35 @@ class BM25Index:
     ) -> BM25Index:
         """Index ``texts``; row i of the index is ``texts[i]``. An empty text is a valid document."""
         analyzer = analyzer or Analyzer()
-        params = params or BM25Params()
         vocabulary: dict[str, int] = {}
-        term_rows: list[np.ndarray] = []
-        counts: list[np.ndarray] = []
-        doc_lengths = np.zeros(len(texts), dtype=np.int32)
-        for row, text in enumerate(texts):
-            terms = analyzer(text)
-            doc_lengths[row] = len(terms)
-            if not terms:
-                term_rows.append(np.zeros(0, dtype=np.int64))
-                counts.append(np.zeros(0, dtype=np.int32))
-                continue
-            ids = np.fromiter(
-                (vocabulary.setdefault(t, len(vocabulary)) for t in terms), dtype=np.int64, count=len(terms)
-            )
-            unique, count = np.unique(ids, return_counts=True)
-            term_rows.append(unique)
-            counts.append(count.astype(np.int32))
-        data, indices, indptr = _term_major_csr(term_rows, counts, len(vocabulary))
-        return cls(vocabulary, data, indices, indptr, doc_lengths, analyzer, params)
+        terms, docs, tf, doc_lengths = _count_terms(texts, analyzer, vocabulary, first_row=0)
+        return cls(vocabulary, *_term_major_csr(terms, docs, tf, len(vocabulary)), doc_lengths, analyzer,
+                   params or BM25Params())
+
+    def updated(self, keep_rows: np.ndarray, new_texts: Sequence[str]) -> BM25Index:
+        """The index of rows ``keep_rows`` (in that order) followed by ``new_texts``.
+
+        Kept documents are not re-analysed: their term counts are carried over, and corpus
+        statistics (N, df, avgdl) are recomputed, so scores equal those of a full build over the
+        same final documents. Terms no remaining document uses are dropped.
+        """
+        keep_rows = np.asarray(keep_rows, dtype=np.int64)
+        row_map = np.full(self.n_docs, -1, dtype=np.int64)
+        row_map[keep_rows] = np.arange(len(keep_rows))
+        new_row = row_map[self.tf_indices]
+        kept = new_row >= 0
+        term_of_entry = np.repeat(np.arange(len(self.tf_indptr) - 1), np.diff(self.tf_indptr))
+        vocabulary = dict(self.vocabulary)
+        terms, docs, tf, lengths = _count_terms(new_texts, self.analyzer, vocabulary, first_row=len(keep_rows))
+        terms = np.concatenate([term_of_entry[kept], terms])
+        docs = np.concatenate([new_row[kept], docs])
+        tf = np.concatenate([np.asarray(self.tf_data)[kept], tf])
+        used, compact = np.unique(terms, return_inverse=True)
+        by_id = {row: term for term, row in vocabulary.items()}
+        vocabulary = {by_id[int(old)]: new for new, old in enumerate(used)}
+        doc_lengths = np.concatenate([np.asarray(self.doc_lengths)[keep_rows], lengths]).astype(np.int32)
+        return BM25Index(vocabulary, *_term_major_csr(compact, docs, tf, len(vocabulary)), doc_lengths,
+                         self.analyzer, self.params)
 
     def _compute_weights(self) -> np.ndarray:
         """Per-(term, doc) BM25 contributions, aligned with ``tf_data``.
@@ -215,15 +224,37 @@ def _idf(df: np.ndarray, n: int, params: BM25Params) -> np.ndarray:
     return np.where(raw < 0, floor, raw)
 
 
+def _count_terms(
+    texts: Sequence[str], analyzer: Analyzer, vocabulary: dict[str, int], first_row: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(term id, document row, tf) entries and the lengths of ``texts``, numbering rows from
+    ``first_row``; new terms are added to ``vocabulary``."""
+    terms: list[np.ndarray] = []
+    docs: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
+    lengths = np.zeros(len(texts), dtype=np.int32)
+    for offset, text in enumerate(texts):
+        tokens = analyzer(text)
+        lengths[offset] = len(tokens)
+        if not tokens:
+            continue
+        ids = np.fromiter((vocabulary.setdefault(t, len(vocabulary)) for t in tokens), dtype=np.int64, count=len(tokens))
+        unique, count = np.unique(ids, return_counts=True)
+        terms.append(unique)
+        docs.append(np.full(len(unique), first_row + offset, dtype=np.int64))
+        counts.append(count.astype(np.int32))
+    if not terms:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=np.int32), lengths
+    return np.concatenate(terms), np.concatenate(docs), np.concatenate(counts), lengths
+
+
 def _term_major_csr(
-    term_rows: list[np.ndarray], counts: list[np.ndarray], n_terms: int
+    terms: np.ndarray, docs: np.ndarray, tf: np.ndarray, n_terms: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CSR arrays of the term x document tf matrix from per-document (term ids, counts)."""
-    doc_of_entry = np.repeat(np.arange(len(term_rows), dtype=np.int32), [len(r) for r in term_rows])
-    terms = np.concatenate(term_rows) if term_rows else np.zeros(0, dtype=np.int64)
-    tf = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int32)
-    # stable sort by term keeps documents in ascending order inside each row
-    order = np.argsort(terms, kind="stable")
+    """CSR arrays (data, indices, indptr) of the term x document tf matrix from its entries;
+    documents are ascending within each term's row."""
+    order = np.lexsort((docs, terms))
     indptr = np.zeros(n_terms + 1, dtype=np.int64)
     np.cumsum(np.bincount(terms, minlength=n_terms), out=indptr[1:])
-    return tf[order].astype(np.int32), doc_of_entry[order], indptr
+    return tf[order].astype(np.int32), docs[order].astype(np.int32), indptr
