@@ -15,6 +15,7 @@ from typing import Optional
 import typer
 
 from ragpipe.errors import RagpipeError
+from ragpipe.types import ranked
 
 app = typer.Typer(
     add_completion=False,
@@ -145,6 +146,8 @@ def query(
     fusion: str = typer.Option("rrf", "--fusion", help="Hybrid fusion: rrf or weighted (min-max)."),
     dense_weight: float = typer.Option(0.5, "--dense-weight", help="Weight of the dense run in weighted fusion."),
     model: Optional[str] = typer.Option(None, "--model", help="Refuse to run unless the index was built with this encoder."),
+    rerank: Optional[str] = typer.Option(None, "--rerank", help="Second stage: cross-encoder[:MODEL] or llm[:MODEL], options as ,key=value."),
+    rerank_depth: int = typer.Option(50, "--rerank-depth", help="First-stage candidates the reranker rescores."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per result."),
 ) -> None:
     """Search an index and print ranked documents with a snippet of each one's best passage."""
@@ -155,7 +158,21 @@ def query(
         raise QueryError("the query is empty; give some text to search for")
     loaded = Index.load(index_dir, encoder_model=model)
     options = SearchOptions(mode=mode, fusion=fusion, dense_weight=dense_weight)
-    result = loaded.search({"query": text}, k=k, options=options)
+    if rerank:
+        from ragpipe.rerankers import load_reranker, parse_spec, rerank_run
+        from ragpipe.training import document_text
+
+        spec = parse_spec(rerank)
+        weight = spec.options.pop("interpolation", None)
+        reranker = load_reranker(spec)
+        weight = float(weight) if weight is not None else getattr(reranker, "interpolation", None)
+        result = loaded.search({"query": text}, k=max(k, rerank_depth), options=options)
+        docs = {d.doc_id: d for d in loaded.documents()}
+        reranked = rerank_run(result.run, {"query": text}, lambda d: document_text(docs[d]), reranker,
+                              depth=rerank_depth, interpolation=weight)
+        result.run = {"query": dict(ranked(reranked.run["query"], k))}
+    else:
+        result = loaded.search({"query": text}, k=k, options=options)
     hits = loaded.hits(result, "query", text)
     if as_json:
         for hit in hits:
@@ -184,6 +201,9 @@ def eval_command(
     output: Optional[Path] = typer.Option(None, "--output", help="Write the report (with per-query metrics) as JSON."),
     runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Where TREC run files go (default: runs/<dataset>)."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the index even if a matching one exists."),
+    rerank: Optional[list[str]] = typer.Option(None, "--rerank", help="Add a reranked row (repeatable): cross-encoder[:MODEL] or llm[:MODEL][,key=value...]."),
+    rerank_depth: int = typer.Option(50, "--rerank-depth", help="First-stage candidates each reranker rescores."),
+    rerank_stage: Optional[str] = typer.Option(None, "--rerank-stage", help="Setup whose run is reranked (default: the last hybrid setup)."),
     model: str = _MODEL,
     passage_tokens: Optional[int] = _PASSAGE_TOKENS,
     overlap: int = _OVERLAP,
@@ -199,7 +219,7 @@ def eval_command(
     report = run_eval(
         dataset, index_dir=index_dir, modes=modes, metrics=metrics, split=split, fusion=fusion, config=config,
         search=SearchOptions(rrf_k=rrf_k, dense_weight=dense_weight), runs_dir=runs_dir, rebuild=rebuild,
-        progress=True,
+        progress=True, rerankers=rerank or (), rerank_depth=rerank_depth, rerank_stage=rerank_stage,
     )
     typer.echo(report.table())
     typer.echo(f"index: {report.index_path} ({'built in this run' if report.index_built_now else 'reused'}); "
@@ -207,6 +227,31 @@ def eval_command(
     if output:
         write_report(report, output)
         typer.echo(f"wrote {output}")
+
+
+@app.command("train-reranker")
+def train_reranker(
+    dataset: str = typer.Argument(..., help="BEIR-layout dataset folder or name (its corpus is indexed for hard negatives)."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the trained reranker to."),
+    kind: str = typer.Option("cross-encoder", "--kind", help="cross-encoder or llm-head."),
+    split: str = typer.Option("train", "--split", help="Judgments to train on (never evaluate on the same split)."),
+    label_free: bool = typer.Option(False, "--label-free", help="Ignore judgments: use titles as queries for their own documents."),
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="Start from this model (default: bundled MiniLM / SmolLM2)."),
+    epochs: int = typer.Option(2, "--epochs", help="Passes over the training groups (cross-encoder)."),
+    negatives: int = typer.Option(7, "--negatives", help="Hard negatives per positive, mined from the hybrid first stage."),
+    layer: Optional[int] = typer.Option(None, "--layer", help="LLM layer whose hidden state feeds the head (llm-head)."),
+    max_queries: Optional[int] = typer.Option(None, "--max-queries", help="Train on at most this many queries (a quick run)."),
+    rerank_depth: int = typer.Option(50, "--rerank-depth", help="Candidates used when fitting the interpolation weight."),
+    index_dir: Optional[Path] = typer.Option(None, "--index", help="Index of the dataset's corpus (default: indexes/<dataset>)."),
+) -> None:
+    """Train a reranker offline from training judgments (or titles, with --label-free)."""
+    from ragpipe.training import train_reranker_command
+
+    summary = train_reranker_command(
+        dataset, out, kind=kind, split=split, label_free=label_free, base_model=base_model, epochs=epochs,
+        negatives=negatives, layer=layer, max_queries=max_queries, rerank_depth=rerank_depth, index_dir=index_dir,
+    )
+    typer.echo(summary)
 
 
 def run() -> None:

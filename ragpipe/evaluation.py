@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from ragpipe.corpus import load_corpus
 from ragpipe.datasets import Dataset, load_dataset
 from ragpipe.errors import IndexStoreError, QueryError
 from ragpipe.index import Index, IndexConfig, SearchOptions, read_manifest
+from ragpipe.memory import PeakRSS
 from ragpipe.metrics import evaluate, parse_metric
 from ragpipe.progress import Progress
 from ragpipe.trec import write_run
@@ -46,6 +48,9 @@ class SetupResult:
     index_bytes: int
     build_seconds: float
     run_file: str | None
+    peak_rss_bytes: int = 0
+    first_stage: str | None = None  # for reranked rows: the setup they rerank
+    interpolation: float | None = None
 
 
 @dataclass
@@ -72,6 +77,9 @@ class EvalReport:
                                    "stages": row.latency_ms},
                     "index_bytes": row.index_bytes,
                     "build_seconds": row.build_seconds,
+                    "peak_rss_mb": round(row.peak_rss_bytes / 1e6, 1),
+                    "first_stage": row.first_stage,
+                    "interpolation": row.interpolation,
                     "run_file": row.run_file,
                     "per_query": row.per_query,
                 }
@@ -82,14 +90,18 @@ class EvalReport:
     def table(self) -> str:
         """A plain-text comparison table, one row per setup."""
         metric_names = list(self.rows[0].metrics) if self.rows else []
-        header = ["setup", *metric_names, "p50 ms", "p95 ms", "stages p50 ms", "index MB", "build s"]
+        by_setup = {row.setup: row for row in self.rows}
+        header = ["setup", *metric_names, f"Δ {metric_names[0]}" if metric_names else "Δ", "p50 ms", "p95 ms",
+                  "stages p50 ms", "peak RSS MB", "index MB", "build s"]
         lines = []
         for row in self.rows:
             stages = ", ".join(f"{s} {v['p50']:.1f}" for s, v in row.latency_ms.items() if s != "total")
+            base = by_setup.get(row.first_stage) if row.first_stage else None
+            delta = f"{row.metrics[metric_names[0]] - base.metrics[metric_names[0]]:+.4f}" if base and metric_names else ""
             lines.append(
-                [row.setup, *(f"{row.metrics[m]:.4f}" for m in metric_names),
+                [row.setup, *(f"{row.metrics[m]:.4f}" for m in metric_names), delta,
                  f"{row.latency_ms['total']['p50']:.1f}", f"{row.latency_ms['total']['p95']:.1f}", stages,
-                 f"{row.index_bytes / 1e6:.1f}", f"{row.build_seconds:.1f}"]
+                 f"{row.peak_rss_bytes / 1e6:.0f}", f"{row.index_bytes / 1e6:.1f}", f"{row.build_seconds:.1f}"]
             )
         widths = [max(len(str(c)) for c in col) for col in zip(header, *lines)]
 
@@ -180,12 +192,21 @@ def run_eval(
     runs_dir: str | Path | None = None,
     rebuild: bool = False,
     progress: bool = False,
+    rerankers: Sequence[str] = (),
+    rerank_depth: int = 50,
+    rerank_stage: str | None = None,
 ) -> EvalReport:
     """Evaluate each setup in ``modes`` on the judged queries of ``dataset``'s ``split``.
 
     ``search`` supplies the fusion parameters (``depth``, ``rrf_k``, ``dense_weight``) of hybrid
     setups. Runs are retrieved to the largest metric cutoff (at least 100) and written as TREC run
     files to ``runs_dir`` (default ``runs/<dataset>``).
+
+    Each spec in ``rerankers`` (see :func:`ragpipe.rerankers.parse_spec`; an ``interpolation=W``
+    option mixes first- and second-stage scores, and a trained model's saved weight is used when
+    none is given) adds a row that reranks the top ``rerank_depth`` documents of ``rerank_stage``
+    (default: the last hybrid setup, else the last setup). Its latency stages are the first stage's
+    total and the reranker's time per query; peak RSS includes the loaded reranker.
 
     Raises:
         RagpipeError: an unknown dataset, setup or metric, or an index that does not fit.
@@ -205,13 +226,15 @@ def run_eval(
     runs_path = Path(runs_dir) if runs_dir else Path("runs") / data.name
     runs_path.mkdir(parents=True, exist_ok=True)
     report = EvalReport(data.name, split, len(data.queries), str(index.path), built)
+    first_stage_results = {}
     for name, options in setups.items():
         options = replace(options, depth=search.depth, rrf_k=search.rrf_k, dense_weight=search.dense_weight)
         meter = Progress(f"eval {name}", len(data.queries), unit="queries", enabled=progress)
         # One untimed query first, so model loading and lazy imports stay out of the latencies.
         first = next(iter(data.queries))
         index.search({first: data.queries[first]}, k=cutoff, options=options)
-        result = index.search(data.queries, k=cutoff, options=options)
+        with PeakRSS() as peak:
+            result = index.search(data.queries, k=cutoff, options=options)
         meter.update(len(data.queries))
         evaluation = evaluate(data.qrels, result.run, metric_names)
         run_file = runs_path / f"{name}.trec"
@@ -228,9 +251,59 @@ def run_eval(
                 build_seconds=sum(index.manifest["build_seconds"].get(step, 0.0)
                                   for c in components for step in _BUILD_STEPS[c]),
                 run_file=str(run_file),
+                peak_rss_bytes=peak.bytes,
             )
         )
+        first_stage_results[name] = result
+    if rerankers:
+        stage = rerank_stage or next((n for n in reversed(list(setups)) if n.startswith("hybrid")), list(setups)[-1])
+        if stage not in first_stage_results:
+            raise QueryError(f"rerank stage {stage!r} is not among the evaluated setups ({', '.join(setups)})")
+        for spec in rerankers:
+            report.rows.append(_rerank_row(index, data, stage, first_stage_results[stage], report, spec,
+                                           rerank_depth, metric_names, runs_path, progress))
     return report
+
+
+def _rerank_row(index: Index, data: Dataset, stage: str, first, report: EvalReport, spec_text: str, depth: int,
+                metric_names: list[str], runs_path: Path, progress: bool) -> SetupResult:
+    from ragpipe.rerankers import load_reranker, parse_spec, rerank_run
+    from ragpipe.training import document_text
+
+    spec = parse_spec(spec_text)
+    options = dict(spec.options)
+    weight = options.pop("interpolation", None)
+    spec = replace(spec, options=options)
+    base = next(row for row in report.rows if row.setup == stage)
+    docs = {d.doc_id: d for d in index.documents()}
+    with PeakRSS() as peak:
+        reranker = load_reranker(spec)
+        interpolation = float(weight) if weight is not None else getattr(reranker, "interpolation", None)
+        first_qid = next(iter(data.queries))
+        # warm-up query, untimed
+        rerank_run({first_qid: first.run[first_qid]}, data.queries, lambda d: document_text(docs[d]), reranker, depth)
+        meter = Progress(f"rerank {spec}", len(data.queries), unit="queries", enabled=progress)
+        run: dict = {}
+        timings: dict[str, float] = {}
+        for qid in data.queries:
+            done = rerank_run({qid: first.run[qid]}, data.queries, lambda d: document_text(docs[d]), reranker, depth,
+                              interpolation=interpolation)
+            run.update(done.run)
+            timings.update(done.timings_ms)
+            meter.update(1)
+    name = f"{stage} >> {spec}" + (f" (w={interpolation:g})" if interpolation is not None else "")
+    evaluation = evaluate(data.qrels, run, metric_names)
+    run_file = runs_path / f"{stage}.rerank-{len(report.rows)}.trec"
+    write_run(run, run_file, tag=f"ragpipe-rerank-{len(report.rows)}")
+    first_ms = [first.timings_ms[qid]["total"] for qid in data.queries]
+    rerank_ms = [timings.get(qid, 0.0) for qid in data.queries]
+    latency = _percentiles({qid: {"first_stage": f, "rerank": r, "total": f + r}
+                            for qid, f, r in zip(data.queries, first_ms, rerank_ms)})
+    return SetupResult(
+        setup=name, options=base.options, metrics=evaluation.mean, per_query=evaluation.per_query,
+        latency_ms=latency, index_bytes=base.index_bytes, build_seconds=base.build_seconds,
+        run_file=str(run_file), peak_rss_bytes=peak.bytes, first_stage=stage, interpolation=interpolation,
+    )
 
 
 def _percentiles(timings: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:

