@@ -2,9 +2,10 @@
 
 Lengths are counted in tokens of the encoder's own tokenizer, so a passage is never silently
 truncated by the model: each passage is ``title + " " + span of the text`` and fits in
-``max_tokens`` including the tokenizer's special tokens and the document prefix. Spans are cut at
-token boundaries and kept as character offsets into the original text, so every passage maps back
-to its document and a snippet can quote it exactly.
+``max_tokens`` including the tokenizer's special tokens and the document prefix (each is measured
+after it is cut). Spans start at word starts where the text has spaces and are kept as character
+offsets into the original text, so every passage maps back to its document and a snippet can quote
+it exactly.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class ChunkingConfig:
                 f"for this encoder, got {size}"
             )
         if size and not 0 <= self.overlap < size // 2:
-            raise RagpipeError(f"passage overlap must be within 0..{size // 2 - 1} tokens, got {self.overlap}")
+            raise RagpipeError(f"passage overlap (--overlap) must be within 0..{size // 2 - 1} tokens, got {self.overlap}")
         return size
 
 
@@ -59,7 +60,6 @@ class Passages:
 
     def texts(self, documents: Sequence[Document]) -> list[str]:
         """The text each passage is encoded from: the title, then the span of the text."""
-        out = []
         rows = zip(self.doc_rows.tolist(), self.starts.tolist(), self.ends.tolist(), self.title_chars.tolist())
         return [_passage_text(documents[row], start, end, title_chars) for row, start, end, title_chars in rows]
 

@@ -83,6 +83,7 @@ def index(
     from ragpipe.index import Index
 
     report = load_corpus(source, on_bad_line="skip" if skip_bad_lines else "error")
+    source_file = source / "corpus.jsonl" if source.is_dir() and (source / "corpus.jsonl").is_file() else source
     for location, reason in report.skipped_bad_lines[:5]:
         typer.echo(f"warning: skipped {location}: {reason}", err=True)
     if report.skipped_empty:
@@ -96,7 +97,12 @@ def index(
         action = f"appended {len(report.documents)} documents to {target}; it now holds"
     else:
         config = _index_config(model, passage_tokens, overlap, dense_index, no_dense, batch_size, precision)
-        built = Index.build(report.documents, target, config, source={"path": str(source)}, progress=True)
+        from ragpipe._files import sha256_file
+
+        # The checksum lets `ragpipe eval` recognise an index of the same corpus file.
+        fingerprint = sha256_file(source_file) if source_file.is_file() else None
+        built = Index.build(report.documents, target, config, source={"path": str(source_file), "sha256": fingerprint},
+                            progress=True)
         action = f"indexed into {target}:"
     m = built.manifest
     typer.echo(
@@ -159,15 +165,14 @@ def query(
     loaded = Index.load(index_dir, encoder_model=model)
     options = SearchOptions(mode=mode, fusion=fusion, dense_weight=dense_weight)
     if rerank:
-        from ragpipe.rerankers import load_reranker, parse_spec, rerank_run
-        from ragpipe.training import document_text
+        from ragpipe.rerankers import load_reranker, parse_spec, rerank_run, split_interpolation
+        from ragpipe.types import document_text
 
-        spec = parse_spec(rerank)
-        weight = spec.options.pop("interpolation", None)
+        spec, weight = split_interpolation(parse_spec(rerank))
         reranker = load_reranker(spec)
-        weight = float(weight) if weight is not None else getattr(reranker, "interpolation", None)
+        weight = weight if weight is not None else getattr(reranker, "interpolation", None)
         result = loaded.search({"query": text}, k=max(k, rerank_depth), options=options)
-        docs = {d.doc_id: d for d in loaded.documents()}
+        docs = loaded.documents_by_id(list(result.run["query"]))
         reranked = rerank_run(result.run, {"query": text}, lambda d: document_text(docs[d]), reranker,
                               depth=rerank_depth, interpolation=weight)
         result.run = {"query": dict(ranked(reranked.run["query"], k))}
@@ -262,9 +267,10 @@ def run() -> None:
     except RagpipeError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+    except OSError as exc:  # an unwritable --index, an --output that is a folder, a full disk...
+        where = f" ({exc.filename})" if exc.filename else ""
+        typer.echo(f"error: {exc.strerror or exc}{where}", err=True)
+        sys.exit(2)
     except Exception as exc:  # click's own usage errors arrive here with standalone_mode=False
         import click
 

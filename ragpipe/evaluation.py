@@ -7,9 +7,7 @@ latency percentiles, the bytes on disk and the build seconds of the components t
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,6 +18,7 @@ from ragpipe.corpus import load_corpus
 from ragpipe.datasets import Dataset, load_dataset
 from ragpipe.errors import IndexStoreError, QueryError
 from ragpipe.index import Index, IndexConfig, SearchOptions, read_manifest
+from ragpipe._files import atomic_write_text, sha256_file
 from ragpipe.memory import PeakRSS
 from ragpipe.metrics import evaluate, parse_metric
 from ragpipe.progress import Progress
@@ -48,7 +47,7 @@ class SetupResult:
     index_bytes: int
     build_seconds: float
     run_file: str | None
-    peak_rss_bytes: int = 0
+    peak_rss_bytes: int = 0  # growth of the process's RSS while the setup ran (models it loaded included)
     first_stage: str | None = None  # for reranked rows: the setup they rerank
     interpolation: float | None = None
 
@@ -77,7 +76,7 @@ class EvalReport:
                                    "stages": row.latency_ms},
                     "index_bytes": row.index_bytes,
                     "build_seconds": row.build_seconds,
-                    "peak_rss_mb": round(row.peak_rss_bytes / 1e6, 1),
+                    "rss_growth_mb": round(row.peak_rss_bytes / 1e6, 1),
                     "first_stage": row.first_stage,
                     "interpolation": row.interpolation,
                     "run_file": row.run_file,
@@ -92,7 +91,7 @@ class EvalReport:
         metric_names = list(self.rows[0].metrics) if self.rows else []
         by_setup = {row.setup: row for row in self.rows}
         header = ["setup", *metric_names, f"Δ {metric_names[0]}" if metric_names else "Δ", "p50 ms", "p95 ms",
-                  "stages p50 ms", "peak RSS MB", "index MB", "build s"]
+                  "stages p50 ms", "+RSS MB", "index MB", "build s"]
         lines = []
         for row in self.rows:
             stages = ", ".join(f"{s} {v['p50']:.1f}" for s, v in row.latency_ms.items() if s != "total")
@@ -131,11 +130,7 @@ def parse_setups(modes: str | list[str], fusion: str = "rrf") -> dict[str, Searc
 
 
 def corpus_fingerprint(dataset_path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(dataset_path / "corpus.jsonl", "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(dataset_path / "corpus.jsonl")
 
 
 def _index_matches(manifest: dict, fingerprint: str, config: IndexConfig, needs_dense: bool) -> bool:
@@ -230,10 +225,10 @@ def run_eval(
     for name, options in setups.items():
         options = replace(options, depth=search.depth, rrf_k=search.rrf_k, dense_weight=search.dense_weight)
         meter = Progress(f"eval {name}", len(data.queries), unit="queries", enabled=progress)
-        # One untimed query first, so model loading and lazy imports stay out of the latencies.
-        first = next(iter(data.queries))
-        index.search({first: data.queries[first]}, k=cutoff, options=options)
         with PeakRSS() as peak:
+            # One untimed query first, so model loading and lazy imports stay out of the latencies.
+            first = next(iter(data.queries))
+            index.search({first: data.queries[first]}, k=cutoff, options=options)
             result = index.search(data.queries, k=cutoff, options=options)
         meter.update(len(data.queries))
         evaluation = evaluate(data.qrels, result.run, metric_names)
@@ -251,7 +246,7 @@ def run_eval(
                 build_seconds=sum(index.manifest["build_seconds"].get(step, 0.0)
                                   for c in components for step in _BUILD_STEPS[c]),
                 run_file=str(run_file),
-                peak_rss_bytes=peak.bytes,
+                peak_rss_bytes=peak.growth,
             )
         )
         first_stage_results[name] = result
@@ -267,18 +262,15 @@ def run_eval(
 
 def _rerank_row(index: Index, data: Dataset, stage: str, first, report: EvalReport, spec_text: str, depth: int,
                 metric_names: list[str], runs_path: Path, progress: bool) -> SetupResult:
-    from ragpipe.rerankers import load_reranker, parse_spec, rerank_run
-    from ragpipe.training import document_text
+    from ragpipe.rerankers import load_reranker, parse_spec, rerank_run, split_interpolation
+    from ragpipe.types import document_text
 
-    spec = parse_spec(spec_text)
-    options = dict(spec.options)
-    weight = options.pop("interpolation", None)
-    spec = replace(spec, options=options)
+    spec, weight = split_interpolation(parse_spec(spec_text))
     base = next(row for row in report.rows if row.setup == stage)
-    docs = {d.doc_id: d for d in index.documents()}
+    docs = index.documents_by_id(sorted({d for scores in first.run.values() for d in list(scores)}))
     with PeakRSS() as peak:
         reranker = load_reranker(spec)
-        interpolation = float(weight) if weight is not None else getattr(reranker, "interpolation", None)
+        interpolation = weight if weight is not None else getattr(reranker, "interpolation", None)
         first_qid = next(iter(data.queries))
         # warm-up query, untimed
         rerank_run({first_qid: first.run[first_qid]}, data.queries, lambda d: document_text(docs[d]), reranker, depth)
@@ -302,7 +294,7 @@ def _rerank_row(index: Index, data: Dataset, stage: str, first, report: EvalRepo
     return SetupResult(
         setup=name, options=base.options, metrics=evaluation.mean, per_query=evaluation.per_query,
         latency_ms=latency, index_bytes=base.index_bytes, build_seconds=base.build_seconds,
-        run_file=str(run_file), peak_rss_bytes=peak.bytes, first_stage=stage, interpolation=interpolation,
+        run_file=str(run_file), peak_rss_bytes=peak.growth, first_stage=stage, interpolation=interpolation,
     )
 
 
@@ -318,9 +310,7 @@ def _percentiles(timings: dict[str, dict[str, float]]) -> dict[str, dict[str, fl
 
 
 def write_report(report: EvalReport, path: str | Path) -> None:
-    """Write the report as JSON atomically."""
+    """Write the report as JSON (atomically: a reader never sees half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(report.to_json(), indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(report.to_json(), indent=1))

@@ -16,7 +16,6 @@ switch. Nothing is pickled.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -30,17 +29,20 @@ from pathlib import Path
 import numpy as np
 
 from ragpipe import __version__
+from ragpipe._files import atomic_write_text, sha256_file
 from ragpipe.chunking import ChunkingConfig, Passages, split_documents
+from ragpipe.encoders.bi_encoder import EncoderSpec
 from ragpipe.errors import IndexStoreError, QueryError, RagpipeError
 from ragpipe.fusion import reciprocal_rank_fusion, weighted_sum
 from ragpipe.retrievers.bm25 import BM25Index, BM25Params
 from ragpipe.retrievers.dense import DenseConfig, DenseIndex
 from ragpipe.text import Analyzer, AnalyzerConfig
-from ragpipe.types import Document, Run, ranked
+from ragpipe.types import Document, Run, document_text, ranked
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 LOCK = ".lock"
+_MANIFEST_KEYS = ("format_version", "generation", "files", "documents", "passages", "encoder", "chunking", "dense", "bm25")
 MODES = ("dense", "bm25", "hybrid")
 FUSIONS = ("rrf", "weighted")
 
@@ -49,7 +51,7 @@ FUSIONS = ("rrf", "weighted")
 class IndexConfig:
     """How to build an index. ``dense=None`` builds a BM25-only index (no model, no torch)."""
 
-    encoder: "EncoderSpec | None" = None  # noqa: F821 - resolved lazily to keep torch-free imports
+    encoder: EncoderSpec | None = None  # None: the default bi-encoder
     chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
     dense: DenseConfig | None = field(default_factory=DenseConfig)
     bm25: BM25Params = field(default_factory=BM25Params)
@@ -123,6 +125,7 @@ class Index:
         if manifest["dense"]:
             self.dense = DenseIndex.load(generation_dir / "dense", DenseConfig(**manifest["dense"]))
         self._encoder = None
+        self._row_of: dict[str, int] | None = None
 
     # -- building --------------------------------------------------------------------------------
 
@@ -152,7 +155,7 @@ class Index:
         timings: dict[str, float] = {}
         encoder = None
         if config.dense is not None:
-            from ragpipe.encoders import BiEncoder, EncoderSpec
+            from ragpipe.encoders import BiEncoder
 
             config.dense.validate()
             encoder = BiEncoder(config.encoder or EncoderSpec(), batch_size=config.batch_size, precision=config.precision)
@@ -169,7 +172,7 @@ class Index:
         with _writer_lock(path):
             passages = _split(documents, encoder, config.chunking, timings)
             t = time.perf_counter()
-            bm25 = BM25Index.build([_lexical_text(d) for d in documents], Analyzer(config.analyzer), config.bm25)
+            bm25 = BM25Index.build([document_text(d) for d in documents], Analyzer(config.analyzer), config.bm25)
             timings["bm25"] = time.perf_counter() - t
             vectors = _encode(encoder, passages, documents, timings, progress)
             return cls._commit(path, manifest, documents, passages, bm25, vectors, timings, started, encoder)
@@ -229,7 +232,7 @@ class Index:
                   for name in ("starts", "ends", "title_chars")),
             )
             t = time.perf_counter()
-            bm25 = self.bm25.updated(keep_rows, [_lexical_text(d) for d in new_documents])
+            bm25 = self.bm25.updated(keep_rows, [document_text(d) for d in new_documents])
             timings["bm25"] = time.perf_counter() - t
             vectors = None
             if encoder is not None:
@@ -243,6 +246,19 @@ class Index:
                 manifest["source"] = {**manifest["source"], "sha256": None}
             return Index._commit(self.path, manifest, documents, passages, bm25, vectors, timings, started, encoder)
 
+    def documents_by_id(self, doc_ids: Sequence[str]) -> dict[str, Document]:
+        """The stored documents with these ids (reads only those rows).
+
+        Raises:
+            QueryError: an id the index does not hold.
+        """
+        if self._row_of is None:
+            self._row_of = {doc_id: row for row, doc_id in enumerate(self.doc_ids)}
+        unknown = [d for d in doc_ids if d not in self._row_of]
+        if unknown:
+            raise QueryError(f"{self.path} holds no document with id {unknown[0]!r}")
+        return {doc.doc_id: doc for doc in self.documents([self._row_of[d] for d in doc_ids])}
+
     def documents(self, rows: Sequence[int] | np.ndarray | None = None) -> list[Document]:
         """The stored documents (all, or those at ``rows``), in index order."""
         table = self._documents if rows is None else self._documents.take(np.asarray(rows, dtype=np.int64))
@@ -255,8 +271,11 @@ class Index:
     @classmethod
     def _commit(cls, path: Path, manifest: dict, documents: Sequence[Document], passages: Passages, bm25: BM25Index,
                 vectors: np.ndarray | None, timings: dict[str, float], started: float, encoder) -> Index:
-        """Write a complete new generation beside the current one, then switch the manifest to it."""
-        created = not (path / MANIFEST).exists() and not any(path.glob("gen-*"))
+        """Write a complete new generation beside the current one, then switch the manifest to it.
+
+        A failure before the switch removes only the unfinished generation; nothing the index
+        held before is touched, and nothing is cleaned up after the switch.
+        """
         generation = f"gen-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
         staging = path / f"{generation}.tmp"
         staging.mkdir()
@@ -277,14 +296,17 @@ class Index:
                 "build_seconds": {k: round(v, 3) for k, v in timings.items()},
                 "files": _checksums(staging),
             }
-            os.rename(staging, path / generation)
-            _fsync_dir(path)
-            _atomic_write_json(path / MANIFEST, manifest)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
-            if created:
-                shutil.rmtree(path, ignore_errors=True)
             raise
+        os.rename(staging, path / generation)
+        _fsync_dir(path)
+        try:
+            atomic_write_text(path / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False))
+        except BaseException:
+            shutil.rmtree(path / generation, ignore_errors=True)  # never referenced: safe to drop
+            raise
+        _fsync_dir(path)
         _remove_stale_generations(path, keep=generation)
         index = cls(path, manifest, path / generation)
         index._encoder = encoder
@@ -355,9 +377,11 @@ class Index:
             built = self.manifest["encoder"]
             if built is None:
                 raise QueryError(f"{self.path} is a BM25-only index; use mode 'bm25'")
-            from ragpipe.encoders import BiEncoder, EncoderSpec
+            from ragpipe.encoders import BiEncoder
 
-            encoder = BiEncoder(EncoderSpec(built["model"], built["query_prefix"], built["document_prefix"]))
+            # Appends must encode like the original build did, so reuse its precision.
+            encoder = BiEncoder(EncoderSpec(built["model"], built["query_prefix"], built["document_prefix"]),
+                                precision=built.get("document_precision", "auto"))
             if encoder.fingerprint != built["fingerprint"]:
                 raise IndexStoreError(
                     f"the weights of {built['model']!r} found at {encoder.folder} differ from those the index "
@@ -451,7 +475,8 @@ class Index:
                     doc_scores[doc_id] = score
                     best[doc_id] = row
             if len(doc_scores) >= depth or fetch >= self.dense.n_vectors:
-                return doc_scores, best
+                top = dict(ranked(doc_scores, depth))
+                return top, {doc_id: best[doc_id] for doc_id in top}
             fetch = min(self.dense.n_vectors, fetch * 4)
 
     def hits(self, result: SearchResult, qid: str, query: str, snippet_chars: int = 240) -> list[Hit]:
@@ -557,13 +582,9 @@ def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
-def _lexical_text(doc: Document) -> str:
-    return f"{doc.title}\n{doc.text}" if doc.title else doc.text
-
-
 def _check_documents(documents: Sequence[Document]) -> None:
     if not documents:
-        raise RagpipeError("the corpus is empty: nothing to index")
+        raise RagpipeError("no documents given: the corpus is empty, nothing to index")
     seen: set[str] = set()
     for doc in documents:
         if doc.doc_id in seen:
@@ -603,20 +624,12 @@ def _write_tables(directory: Path, documents: Sequence[Document], passages: Pass
     )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _checksums(directory: Path) -> dict[str, dict]:
     out = {}
     for file in sorted(p for p in directory.rglob("*") if p.is_file()):
         with open(file, "rb") as f:
             os.fsync(f.fileno())
-        out[file.relative_to(directory).as_posix()] = {"bytes": file.stat().st_size, "sha256": _sha256(file)}
+        out[file.relative_to(directory).as_posix()] = {"bytes": file.stat().st_size, "sha256": sha256_file(file)}
     return out
 
 
@@ -628,7 +641,7 @@ def _check_files(path: Path, generation_dir: Path, files: dict, full: bool) -> N
             raise IndexStoreError(f"{path}: {generation_dir.name}/{name} is missing; the index is damaged, rebuild it")
         if file.stat().st_size != expected["bytes"]:
             raise IndexStoreError(f"{path}: {generation_dir.name}/{name} has the wrong size; the index is damaged, rebuild it")
-        if full and _sha256(file) != expected["sha256"]:
+        if full and sha256_file(file) != expected["sha256"]:
             raise IndexStoreError(f"{path}: {generation_dir.name}/{name} fails its checksum; the index is damaged, rebuild it")
 
 
@@ -646,8 +659,10 @@ def read_manifest(path: Path) -> dict:
         raise IndexStoreError(f"{path} holds no {MANIFEST}{hint}; rebuild with: ragpipe index SOURCE --index {path}")
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        missing = [key for key in _MANIFEST_KEYS if key not in manifest]
+        if missing or not isinstance(manifest["format_version"], int):
+            raise KeyError(f"missing or malformed fields: {', '.join(missing) or 'format_version'}")
         version = manifest["format_version"]
-        manifest["generation"], manifest["files"]  # noqa: B018 - presence check
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
         raise IndexStoreError(f"{manifest_path} is damaged ({exc}); rebuild the index") from exc
     if version > FORMAT_VERSION:
@@ -655,16 +670,6 @@ def read_manifest(path: Path) -> dict:
             f"{path} uses index format {version}, newer than this ragpipe reads ({FORMAT_VERSION}); upgrade ragpipe"
         )
     return manifest
-
-
-def _atomic_write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _fsync_dir(path: Path) -> None:

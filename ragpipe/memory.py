@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import sys
 import threading
 
 
@@ -12,18 +13,19 @@ def rss_bytes() -> int:
     try:
         with open("/proc/self/statm", encoding="ascii") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:  # not Linux: ru_maxrss is KiB on Linux, bytes on macOS; peak is the best we have
+    except OSError:  # not Linux: the lifetime peak is the best we have (bytes on macOS, KiB elsewhere)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak if peak > 1 << 32 else peak * 1024
+        return peak if sys.platform == "darwin" else peak * 1024
 
 
 class PeakRSS:
     """``with PeakRSS() as peak: ...`` then ``peak.bytes``: the highest RSS seen while the block
-    ran, sampled every ``interval`` seconds (short spikes between samples can be missed)."""
+    ran, sampled every ``interval`` seconds (short spikes between samples can be missed), and
+    ``peak.growth``: how far that is above the RSS at the start of the block."""
 
     def __init__(self, interval: float = 0.005):
         self.interval = interval
-        self.bytes = 0
+        self.start = self.bytes = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -33,7 +35,7 @@ class PeakRSS:
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakRSS:
-        self.bytes = rss_bytes()
+        self.start = self.bytes = rss_bytes()
         self._thread.start()
         return self
 
@@ -41,3 +43,7 @@ class PeakRSS:
         self._stop.set()
         self._thread.join()
         self.bytes = max(self.bytes, rss_bytes())
+
+    @property
+    def growth(self) -> int:
+        return self.bytes - self.start

@@ -53,7 +53,7 @@ def resolve_model(name_or_path: str) -> Path:
         if not (local / "config.json").is_file():
             raise ModelError(f"model folder {local} has no config.json; pass a Hugging Face model folder")
         return local.resolve()
-    if local.suffix or name_or_path.startswith((".", "/", "~")):
+    if name_or_path.startswith((".", "/", "~")):
         raise ModelError(f"model folder {name_or_path} does not exist")
     name = canonical_name(name_or_path)
     hub_error = ""
@@ -87,13 +87,13 @@ def weights_fingerprint(folder: Path) -> str:
     Two folders with the same weights (a hub snapshot and the bundled copy of the same model)
     give the same fingerprint, so an index built from one can be queried with the other.
     """
+    from ragpipe._files import sha256_file
+
     digest = hashlib.sha256()
     weight_files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
     if not weight_files:
         raise ModelError(f"model folder {folder} holds no *.safetensors or *.bin weights")
     for path in weight_files:
         digest.update(path.name.encode())
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                digest.update(block)
+        sha256_file(path, digest)
     return digest.hexdigest()

@@ -31,6 +31,6 @@ class Progress:
             end = "\n" if self.done >= self.total else "\r"
             sys.stderr.write(
                 f"{self.label}: {self.done}/{self.total} {self.unit} "
-                f"({rate:,.0f} {self.unit}/s, {elapsed:.0f}s elapsed, ETA {eta:.0f}s)   {end}"
+                f"({rate:,.{0 if rate >= 10 else 1}f} {self.unit}/s, {elapsed:.0f}s elapsed, ETA {eta:.0f}s)   {end}"
             )
             sys.stderr.flush()

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 
 from ragpipe.errors import MissingDependencyError, RagpipeError
 
-# Lucene's EnglishAnalyzer stopword set, the one Anserini's BM25 baselines use. A short list keeps
-# content words such as "not" out of it only where Lucene does; longer lists measured no better.
+# Lucene's EnglishAnalyzer stopword set, the one Anserini's BM25 baselines use: short, so content
+# words survive; stemmed BM25 with it reaches 0.686 nDCG@10 on SciFact (README).
 ENGLISH_STOPWORDS = frozenset(
     """a an and are as at be but by for if in into is it no not of on or such that the their then
     there these they this to was will with""".split()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ragpipe.errors import DatasetError, QueryError
 from ragpipe.index import Index, SearchOptions
-from ragpipe.types import Document
+from ragpipe.types import document_text, ranked
 
 
 @dataclass
@@ -26,11 +26,6 @@ class TrainingExample:
     query: str
     positives: list[str]
     negatives: list[str]
-
-
-def document_text(doc: Document) -> str:
-    """The text a reranker reads for a document: title, then body."""
-    return f"{doc.title}\n{doc.text}" if doc.title else doc.text
 
 
 def judged_examples(
@@ -81,7 +76,9 @@ def pseudo_query_examples(
         DatasetError: no document has both a title and a body.
     """
     rng = random.Random(seed)
-    documents = [d for d in index.documents() if d.title.strip() and d.text.strip()]
+    everything = index.documents()
+    by_id = {d.doc_id: d for d in everything}
+    documents = [d for d in everything if d.title.strip() and d.text.strip()]
     rng.shuffle(documents)
     if limit is not None:
         documents = documents[:limit]
@@ -89,7 +86,6 @@ def pseudo_query_examples(
         raise DatasetError("label-free training needs documents with both a title and a body")
     queries = {f"title:{d.doc_id}": d.title for d in documents}
     run = index.search(queries, k=mining_depth + 1, options=SearchOptions(mode="bm25")).run
-    by_id = {d.doc_id: d for d in index.documents()}
     examples = []
     for doc in documents:
         qid = f"title:{doc.doc_id}"
@@ -126,13 +122,13 @@ def fit_interpolation(
     from ragpipe.metrics import evaluate
     from ragpipe.rerankers.base import rerank_run
 
-    docs = {d.doc_id: d for d in index.documents()}
     first = index.search(queries, k=max(depth, 100), options=first_stage).run
+    docs = index.documents_by_id(sorted({d for scores in first.values() for d in scores}))
     # Score each query's candidates once; rerank_run then replays them for every weight (the
     # "documents" it passes are doc ids, looked up by query text: equal texts share candidates).
     scored: dict[str, dict[str, float]] = {}
     for qid, text in queries.items():
-        head = list(first[qid])[:depth]
+        head = [doc_id for doc_id, _ in ranked(first[qid], depth)]
         scored[text] = dict(zip(head, map(float, reranker.score(text, [document_text(docs[d]) for d in head]))))
     replay = _Replay(reranker.name, scored)
     results = {}

@@ -207,6 +207,8 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
             except UnicodeDecodeError as error:
                 raise CorpusError(f"not valid UTF-8 ({error.reason})", path, line_number) from error
             text = text.rstrip("\r\n")
+            if line_number == 1:
+                text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark is not part of the first id
             if text.strip():
                 yield line_number, text
 
@@ -228,10 +230,8 @@ def _qrels_layout(text: str, path: Path, line_number: int) -> str:
 
 
 def _parse_grade(text: str, path: Path, line_number: int) -> int:
-    try:
+    if text.strip().lstrip("+-").isdigit():
         return int(text)
-    except ValueError:
-        pass
     try:
         value = float(text)
     except ValueError:

@@ -24,6 +24,11 @@ class Document:
     metadata: dict = field(default_factory=dict)
 
 
+def document_text(doc: Document) -> str:
+    """The text lexical retrieval and rerankers read for a document: title, newline, body."""
+    return f"{doc.title}\n{doc.text}" if doc.title else doc.text
+
+
 def ranked(scores: dict[str, float], k: int | None = None) -> list[tuple[str, float]]:
     """Return ``(doc_id, score)`` pairs best first, cut to ``k`` if given.
 

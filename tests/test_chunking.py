@@ -181,9 +181,9 @@ def test_no_documents_give_no_passages(encoder):
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        (ChunkingConfig(overlap=128), r"passage overlap must be within 0\.\.127 tokens, got 128"),
-        (ChunkingConfig(max_tokens=100, overlap=50), r"passage overlap must be within 0\.\.49 tokens, got 50"),
-        (ChunkingConfig(max_tokens=100, overlap=-1), r"passage overlap must be within 0\.\.49 tokens, got -1"),
+        (ChunkingConfig(overlap=128), r"passage overlap \(--overlap\) must be within 0\.\.127 tokens, got 128"),
+        (ChunkingConfig(max_tokens=100, overlap=50), r"passage overlap \(--overlap\) must be within 0\.\.49 tokens, got 50"),
+        (ChunkingConfig(max_tokens=100, overlap=-1), r"passage overlap \(--overlap\) must be within 0\.\.49 tokens, got -1"),
         (ChunkingConfig(max_tokens=257), r"passage size must be 0 \(no splitting\) or within 16\.\.256 tokens for this encoder, got 257"),
         (ChunkingConfig(max_tokens=-1), r"passage size must be 0 \(no splitting\) or within 16\.\.256 tokens for this encoder, got -1"),
     ],

@@ -136,3 +136,17 @@ def test_eval_of_an_unknown_dataset_offline_is_one_line(tmp_path):
         else:
             os.environ["RAGPIPE_DATA"] = env_data
     assert_one_line_error(done, "no-such-dataset", "downloading", "RAGPIPE_DATA")
+
+
+def test_unwritable_index_path_is_one_line(tmp_path, corpus_file):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    done = ragpipe("index", str(corpus_file), "--index", str(blocker / "sub"), "--bm25-only")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == f"error: Not a directory ({blocker / 'sub'})"
+    assert blocker.read_text() == "not a folder"
+
+
+def test_rerank_option_errors_are_one_line(index_dir):
+    assert_one_line_error(ragpipe("query", str(index_dir), "coffee", "--rerank", "llm,interpolation=abc"), "interpolation")
+    assert_one_line_error(ragpipe("query", str(index_dir), "coffee", "--rerank", "splade"), "unknown reranker")

@@ -35,6 +35,13 @@ def test_unknown_model_offline_is_one_clear_error(monkeypatch):
         resolve_model("no-such-org/no-such-model")
 
 
+def test_hub_names_with_dots_are_not_mistaken_for_paths(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    resolve_model.cache_clear()
+    with pytest.raises(ModelError, match="'BAAI/bge-small-en-v1.5' is not reachable on the Hugging Face hub"):
+        resolve_model("BAAI/bge-small-en-v1.5")
+
+
 def test_missing_local_folder_is_named(tmp_path):
     with pytest.raises(ModelError, match="does not exist"):
         resolve_model(str(tmp_path / "missing-model"))

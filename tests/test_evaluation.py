@@ -42,7 +42,6 @@ def test_eval_compares_setups_and_writes_runs_and_json(tiny_dataset, tmp_path):
         assert row.index_bytes > 0
         run = read_run(row.run_file)
         assert list(run["q1"])[0] == "d04"
-    assert report.rows[0].build_seconds < report.rows[1].build_seconds  # BM25 is far cheaper to build
     assert "encode" in report.rows[2].latency_ms and "fusion" in report.rows[2].latency_ms
     table = report.table()
     assert "tiny (test, 3 judged queries)" in table and "hybrid-rrf" in table
@@ -70,7 +69,7 @@ def test_eval_refuses_an_index_of_another_corpus(tiny_dataset, tmp_path, small_c
 def test_unknown_setup_and_metric_are_refused(tiny_dataset, tmp_path):
     with pytest.raises(QueryError, match="unknown setup 'splade'"):
         parse_setups("bm25,splade")
-    with pytest.raises(QueryError):
+    with pytest.raises(QueryError, match="ndcg@ten"):
         run_eval(tiny_dataset, index_dir=tmp_path / "i", modes="bm25", metrics="ndcg@ten")
     assert list(parse_setups("hybrid", fusion="weighted")) == ["hybrid-weighted"]
 

@@ -199,3 +199,13 @@ def test_hits_quote_the_best_passage(built):
     assert "event horizon" in hits[0].snippet
     assert [h.rank for h in hits] == [1, 2]
     assert np.isfinite([h.score for h in hits]).all()
+
+
+def test_manifest_missing_a_field_is_damaged_not_a_crash(tmp_path, built):
+    broken = tmp_path / "broken"
+    shutil.copytree(built, broken)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    del manifest["bm25"]
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexStoreError, match="damaged .*bm25"):
+        Index.load(broken)

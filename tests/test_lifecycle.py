@@ -46,15 +46,18 @@ def assert_same_results(a: Index, b: Index) -> None:
 
 
 def test_appends_and_deletes_equal_a_full_rebuild(tmp_path, small_corpus):
-    index = Index.build(small_corpus[:8], tmp_path / "live", FP32)
-    index = index.append(small_corpus[8:])
-    index = index.delete(["d03", "d08"])
-    index = index.append(extra_documents())
-    index = index.delete(["n2"])
+    live = tmp_path / "live"
+    Index.build(small_corpus[:8], live, FP32)
+    # Reload before each change, as separate `ragpipe index --append` / `delete` runs would.
+    Index.load(live).append(small_corpus[8:])
+    Index.load(live).delete(["d03", "d08"])
+    Index.load(live).append(extra_documents())
+    index = Index.load(live).delete(["n2"])
     final = [d for d in small_corpus if d.doc_id not in ("d03", "d08")] + [d for d in extra_documents() if d.doc_id != "n2"]
     assert index.doc_ids == [d.doc_id for d in final]
+    assert index.manifest["encoder"]["document_precision"] == "fp32"
     rebuilt = Index.build(final, tmp_path / "rebuilt", FP32)
-    reloaded = Index.load(tmp_path / "live")
+    reloaded = Index.load(live)
     assert reloaded.verify() == []
     assert [c["op"] for c in reloaded.manifest["changes"]] == ["append", "delete", "append", "delete"]
     assert_same_results(reloaded, rebuilt)

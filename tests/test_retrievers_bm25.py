@@ -233,6 +233,7 @@ def test_save_and_load_give_identical_scores_and_settings(tmp_path, small_corpus
     index.save(tmp_path / "bm25")
     assert sorted(p.name for p in (tmp_path / "bm25").iterdir()) == [
         "doc_lengths.npy", "params.json", "tf_data.npy", "tf_indices.npy", "tf_indptr.npy", "vocabulary.json",
+        "weights.npy",
     ]
     loaded = BM25Index.load(tmp_path / "bm25", mmap=mmap)
     assert loaded.params == params

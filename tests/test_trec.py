@@ -230,3 +230,12 @@ def test_malformed_run_lines_name_file_and_line(tmp_path, text, line, expected):
         read_run(path)
     assert str(caught.value).startswith(f"{path}:{line}: ")
     assert expected in str(caught.value)
+
+
+def test_byte_order_mark_is_not_part_of_the_first_id(tmp_path):
+    qrels = tmp_path / "bom.tsv"
+    qrels.write_bytes("\ufeffquery-id\tcorpus-id\tscore\nq1\td1\t1\n".encode("utf-8"))
+    assert read_qrels(qrels) == {"q1": {"d1": 1}}
+    run = tmp_path / "bom.trec"
+    run.write_bytes("\ufeffq1 Q0 d1 1 2.5 tag\n".encode("utf-8"))
+    assert read_run(run) == {"q1": {"d1": 2.5}}

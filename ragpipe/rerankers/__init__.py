@@ -6,6 +6,6 @@ relevant). :func:`load_reranker` builds one from a spec string such as ``cross-e
 transformers only when built.
 """
 
-from ragpipe.rerankers.base import Reranker, RerankerSpec, load_reranker, parse_spec, rerank_run
+from ragpipe.rerankers.base import Reranker, RerankerSpec, load_reranker, parse_spec, rerank_run, split_interpolation
 
-__all__ = ["Reranker", "RerankerSpec", "load_reranker", "parse_spec", "rerank_run"]
+__all__ = ["Reranker", "RerankerSpec", "load_reranker", "parse_spec", "rerank_run", "split_interpolation"]

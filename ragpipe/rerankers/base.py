@@ -77,6 +77,24 @@ def load_reranker(spec: str | RerankerSpec) -> Reranker:
     return LLMReranker.from_spec(spec)
 
 
+def split_interpolation(spec: RerankerSpec) -> tuple[RerankerSpec, float | None]:
+    """Take the ``interpolation=W`` option (handled by :func:`rerank_run`, not by a backend) out
+    of ``spec``.
+
+    Raises:
+        QueryError: W is not a number.
+    """
+    options = dict(spec.options)
+    text = options.pop("interpolation", None)
+    if text is None:
+        return spec, None
+    try:
+        weight = float(text)
+    except ValueError:
+        raise QueryError(f"reranker option interpolation={text!r} must be a number within [0, 1]") from None
+    return RerankerSpec(spec.kind, spec.model, options), weight
+
+
 def check_options(spec: RerankerSpec, allowed: Mapping[str, Callable[[str], object]]) -> dict[str, object]:
     """Convert a spec's options with ``allowed`` (name -> parser); unknown names are an error."""
     out = {}

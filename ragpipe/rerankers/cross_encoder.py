@@ -1,8 +1,10 @@
 """Cross-encoder reranking, and training a cross-encoder offline on the CPU.
 
 A cross-encoder reads ``[CLS] query [SEP] document [SEP]`` and outputs one relevance logit. Pairs
-longer than ``max_tokens`` lose document tokens, never query tokens; a long document is cut into
-windows that each fit beside the query and scores as its best window.
+longer than ``max_tokens`` lose document tokens, not query tokens (only a query longer than half
+the budget is itself cut, so that some document still fits). A long document is cut into windows
+that each fit beside the query and scores as its best window; windows past ``max_passages`` are
+not scored.
 
 Any Hugging Face sequence-classification checkpoint works (hub name or folder). No trained
 cross-encoder ships in a PyPI package, so offline the way to get one is
@@ -24,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ragpipe.errors import ModelError, QueryError
+from ragpipe.errors import MissingDependencyError, ModelError, QueryError
+from ragpipe._files import atomic_write_text
 from ragpipe.rerankers.base import RerankerSpec, check_options
 
 DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
@@ -61,20 +64,20 @@ class CrossEncoderReranker:
 
     def __init__(self, model: str, max_tokens: int = 256, max_passages: int = 8, batch_size: int = 32,
                  precision: str = "auto", overlap: int = 32):
-        if max_tokens < 32 or max_passages < 1 or batch_size < 1 or overlap < 0:
-            raise QueryError("cross-encoder needs max_tokens >= 32, max_passages >= 1, batch_size >= 1, overlap >= 0")
-        if precision not in ("auto", "fp32", "bf16"):
-            raise QueryError(f"precision must be auto, fp32 or bf16, not {precision!r}")
-        from ragpipe.encoders.bi_encoder import cpu_has_native_bf16
-
+        for option, value, low in (("max_tokens", max_tokens, 32), ("max_passages", max_passages, 1),
+                                   ("batch_size", batch_size, 1), ("overlap", overlap, 0)):
+            if value < low:
+                raise QueryError(f"cross-encoder option {option}={value} must be >= {low}")
+        if overlap >= max_tokens // 4:
+            raise QueryError(f"cross-encoder option overlap={overlap} must be below max_tokens / 4 ({max_tokens // 4})")
         self.folder = _resolve(model)
         self.name = f"cross-encoder:{model}"
         self.max_tokens, self.max_passages, self.batch_size, self.overlap = max_tokens, max_passages, batch_size, overlap
-        self.precision = ("bf16" if cpu_has_native_bf16() else "fp32") if precision == "auto" else precision
-        saved = self.folder / CONFIG_FILE
-        self.settings = json.loads(saved.read_text()) if saved.is_file() else {}
+        self.precision = resolve_precision(precision)
+        self.settings = _read_settings(self.folder)
         self.interpolation = self.settings.get("interpolation")
         self.tokenizer, self.model = _load(self.folder)
+        self.template = _PairTemplate(self.tokenizer)
         self.max_tokens = min(self.max_tokens, self.tokenizer.model_max_length or self.max_tokens)
 
     @classmethod
@@ -82,22 +85,8 @@ class CrossEncoderReranker:
         return cls(spec.model or DEFAULT_CROSS_ENCODER, **check_options(spec, OPTIONS))
 
     def _pairs(self, query: str, documents: Sequence[str]) -> tuple[list[tuple[list[int], list[int]]], list[int]]:
-        """(input ids, token type ids) of every (query, document window) pair, and the document
-        each pair belongs to."""
-        tok = self.tokenizer
-        template = _PairTemplate.of(tok)
-        specials = template.specials
-        query_ids = tok(query, add_special_tokens=False)["input_ids"]
-        query_ids = query_ids[: int(self.max_tokens * _MAX_QUERY_SHARE)]
-        budget = self.max_tokens - specials - len(query_ids)
-        stride = max(1, budget - self.overlap)
-        pairs, owners = [], []
-        for row, ids in enumerate(tok(list(documents), add_special_tokens=False)["input_ids"]):
-            starts = range(0, max(1, len(ids) - self.overlap), stride) if len(ids) > budget else [0]
-            for start in list(starts)[: self.max_passages]:
-                pairs.append(template.join(query_ids, ids[start : start + budget]))
-                owners.append(row)
-        return pairs, owners
+        return pair_inputs(self.tokenizer, self.template, query, documents, self.max_tokens, self.max_passages,
+                           self.overlap)
 
     def score(self, query: str, documents: Sequence[str]) -> np.ndarray:
         """Best-window logit of each document; shape (len(documents),)."""
@@ -118,11 +107,46 @@ class CrossEncoderReranker:
         return best
 
 
+def pair_inputs(tokenizer, template: _PairTemplate, query: str, documents: Sequence[str], max_tokens: int,
+                max_passages: int, overlap: int) -> tuple[list[tuple[list[int], list[int]]], list[int]]:
+    """(input ids, token type ids) of every (query, document window) pair, and the document each
+    pair belongs to. Windows of a document overlap by ``overlap`` tokens; at most
+    ``max_passages`` per document."""
+    query_ids = tokenizer(query, add_special_tokens=False)["input_ids"]
+    query_ids = query_ids[: int(max_tokens * _MAX_QUERY_SHARE)]
+    budget = max_tokens - template.specials - len(query_ids)
+    stride = budget - overlap  # >= 1: overlap < max_tokens / 4 and the query takes at most half
+    pairs, owners = [], []
+    for row, ids in enumerate(tokenizer(list(documents), add_special_tokens=False)["input_ids"]):
+        starts = range(0, len(ids) - overlap, stride) if len(ids) > budget else range(1)
+        for start in list(starts)[:max_passages]:
+            pairs.append(template.join(query_ids, ids[start : start + budget]))
+            owners.append(row)
+    return pairs, owners
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` becomes bf16 where the CPU computes it natively, else fp32."""
+    from ragpipe.encoders.bi_encoder import cpu_has_native_bf16
+
+    if precision not in ("auto", "fp32", "bf16"):
+        raise QueryError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+    return ("bf16" if cpu_has_native_bf16() else "fp32") if precision == "auto" else precision
+
+
+def _read_settings(folder: Path) -> dict:
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path} is damaged ({exc}); retrain the reranker or restore the file") from None
+
+
 class _PairTemplate:
     """Where a tokenizer puts special tokens around a text pair, learnt by tokenizing a probe
     pair once (works for BERT's [CLS] a [SEP] b [SEP], RoBERTa's <s> a </s></s> b </s>, ...)."""
-
-    _cache: dict[int, _PairTemplate] = {}
 
     def __init__(self, tokenizer):
         a = tokenizer("a", add_special_tokens=False)["input_ids"]
@@ -130,20 +154,16 @@ class _PairTemplate:
         pair = tokenizer("a", "b", add_special_tokens=True, return_token_type_ids=True)
         ids = pair["input_ids"]
         if len(a) != 1 or len(b) != 1 or a[0] not in ids or b[0] not in ids[ids.index(a[0]) + 1 :]:
-            raise ModelError("cannot tell how this tokenizer joins a query and a document")
+            raise ModelError(
+                f"cannot tell how the tokenizer of {tokenizer.name_or_path} joins a query and a document; "
+                "use a BERT- or RoBERTa-style cross-encoder"
+            )
         ia = ids.index(a[0])
         ib = ids.index(b[0], ia + 1)
         self.prefix, self.middle, self.suffix = ids[:ia], ids[ia + 1 : ib], ids[ib + 1 :]
         self.specials = len(self.prefix) + len(self.middle) + len(self.suffix)
         types = pair.get("token_type_ids") or [0] * len(ids)
         self.first_type, self.second_type = types[0], types[-1]
-
-    @classmethod
-    def of(cls, tokenizer) -> _PairTemplate:
-        key = id(tokenizer)
-        if key not in cls._cache:
-            cls._cache[key] = cls(tokenizer)
-        return cls._cache[key]
 
     def join(self, first: list[int], second: list[int]) -> tuple[list[int], list[int]]:
         """Input ids of the pair and their segment (token type) ids."""
@@ -157,7 +177,7 @@ def _load(folder: Path, **config_overrides):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
         from transformers.utils import logging as hf_logging
     except ImportError as exc:  # pragma: no cover - transformers is a core dependency
-        raise ModelError("cross-encoders need transformers: pip install transformers") from exc
+        raise MissingDependencyError("cross-encoders need transformers: reinstall ragpipe (pip install ragpipe)") from exc
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()  # "newly initialized head" warnings are expected when training
     try:
@@ -223,7 +243,6 @@ def train_cross_encoder(
     """
     import torch
 
-    from ragpipe.encoders.bi_encoder import cpu_has_native_bf16
     from ragpipe.models import DEFAULT_ENCODER, resolve_model
 
     groups = [(ex.query, pos, ex.negatives[: group_size - 1]) for ex in examples for pos in ex.positives if ex.negatives]
@@ -236,13 +255,12 @@ def train_cross_encoder(
     # measured here), and a couple of epochs on a few thousand groups with weight decay did not
     # need it. The saved config keeps dropout 0, which inference ignores anyway.
     tokenizer, model = _load(folder, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    use_bf16 = (cpu_has_native_bf16() if precision == "auto" else precision == "bf16")
-    scorer = CrossEncoderReranker.__new__(CrossEncoderReranker)
-    scorer.tokenizer, scorer.model = tokenizer, model
-    scorer.max_tokens, scorer.max_passages, scorer.overlap = max_tokens, 1, 0
+    use_bf16 = resolve_precision(precision) == "bf16"
+    template = _PairTemplate(tokenizer)
 
     def group_logits(query: str, docs: list[str]):
-        pairs, _ = scorer._pairs(query, docs)
+        # Training reads each document's first window only.
+        pairs, _ = pair_inputs(tokenizer, template, query, docs, max_tokens, 1, 0)
         return _relevance(model(**_collate(pairs, tokenizer)).logits.float())
 
     steps_per_epoch = math.ceil(len(groups) / groups_per_step)
@@ -306,8 +324,11 @@ def _held_out_top1(held_out, group_logits, group_size: int) -> float | None:
 
 
 def save_model(model, tokenizer, out_dir: str | Path, settings: dict) -> None:
-    """Save model, tokenizer and ``reranker.json`` to ``out_dir`` through a temporary folder, so a
-    crash never leaves a half-written model where a complete one was."""
+    """Save model, tokenizer and ``reranker.json`` to ``out_dir`` through a temporary folder.
+
+    ``out_dir`` never holds a partly written model; an existing one is replaced by two renames,
+    between which a crash leaves the old model under ``.NAME.old-PID`` beside it.
+    """
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -326,9 +347,6 @@ def save_model(model, tokenizer, out_dir: str | Path, settings: dict) -> None:
 
 def update_settings(folder: str | Path, **values) -> None:
     """Add keys (e.g. a fitted ``interpolation``) to a saved model's reranker.json atomically."""
-    path = Path(folder) / CONFIG_FILE
-    settings = json.loads(path.read_text()) if path.is_file() else {}
+    settings = _read_settings(Path(folder))
     settings.update(values)
-    tmp = path.with_name(f".{CONFIG_FILE}.tmp")
-    tmp.write_text(json.dumps(settings, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(Path(folder) / CONFIG_FILE, json.dumps(settings, indent=1))

@@ -58,6 +58,7 @@ class BM25Index:
         doc_lengths: np.ndarray,
         analyzer: Analyzer,
         params: BM25Params,
+        weights: np.ndarray | None = None,
     ):
         params.validate()
         self.vocabulary = vocabulary
@@ -67,7 +68,7 @@ class BM25Index:
         self.doc_lengths = doc_lengths
         self.analyzer = analyzer
         self.params = params
-        self._weights = self._compute_weights()
+        self._weights = self._compute_weights() if weights is None else weights
 
     @property
     def n_docs(self) -> int:
@@ -116,8 +117,8 @@ class BM25Index:
         """Per-(term, doc) BM25 contributions, aligned with ``tf_data``.
 
         Precomputing them makes a query a sum of sparse rows. They depend on corpus statistics
-        (N, df, avgdl), so they are derived at load rather than stored: an index that grows by
-        appends never holds stale weights.
+        (N, df, avgdl), so every build or update derives them again from the term counts; they are
+        saved beside the counts and memory-mapped on load.
         """
         n = self.n_docs
         if n == 0 or self.tf_data.size == 0:
@@ -179,6 +180,7 @@ class BM25Index:
         np.save(directory / "tf_indices.npy", self.tf_indices)
         np.save(directory / "tf_indptr.npy", self.tf_indptr)
         np.save(directory / "doc_lengths.npy", self.doc_lengths)
+        np.save(directory / "weights.npy", self._weights)
         terms = [""] * len(self.vocabulary)
         for term, row in self.vocabulary.items():
             terms[row] = term
@@ -197,7 +199,7 @@ class BM25Index:
                 terms = json.load(f)
             arrays = {
                 name: np.load(directory / f"{name}.npy", mmap_mode=mode, allow_pickle=False)
-                for name in ("tf_data", "tf_indices", "tf_indptr", "doc_lengths")
+                for name in ("tf_data", "tf_indices", "tf_indptr", "doc_lengths", "weights")
             }
             analyzer = Analyzer.from_config(params["analyzer"])
             bm25_params = BM25Params(**params["bm25"])
@@ -212,6 +214,7 @@ class BM25Index:
             arrays["doc_lengths"],
             analyzer,
             bm25_params,
+            arrays["weights"],
         )
 
 
