@@ -63,7 +63,9 @@ class CrossEncoderReranker:
     """
 
     def __init__(self, model: str, max_tokens: int = 256, max_passages: int = 8, batch_size: int = 32,
-                 precision: str = "auto", overlap: int = 32):
+                 precision: str = "auto", overlap: int | None = None):
+        if overlap is None:  # 32 tokens, or less for short inputs: windows must still advance
+            overlap = min(32, max_tokens // 8)
         for option, value, low in (("max_tokens", max_tokens, 32), ("max_passages", max_passages, 1),
                                    ("batch_size", batch_size, 1), ("overlap", overlap, 0)):
             if value < low:

@@ -5,7 +5,20 @@ MODEL is omitted for the bundled SmolLM2-135M-Instruct, or a causal-LM hub name 
 folder written by ``ragpipe train-reranker --kind llm-head`` (its ``reranker.json`` names the base
 model, layer, pooling and prompt; ``head.npz`` holds the head).
 
-Methods (``method=``):
+Options and defaults:
+
+    method      query-likelihood (default) | hidden-cosine | yesno | head (the default for a trained folder)
+    layer       1..num_layers; default: hidden-cosine 15, head 12 (a trained folder: its layer),
+                yesno and query-likelihood the top layer (30 for SmolLM2-135M)
+    pooling     hidden-cosine: mean (default) | last; head: as trained
+    max_tokens  whole-prompt budget, >= 32; default 192 for query-likelihood and yesno (they run
+                every layer), 256 otherwise; a trained folder: as trained
+    precision   auto (default) | fp32 | bf16
+    batch_size  sequences per forward pass (32; the 20 candidates of a query are one batch)
+    threads     torch threads for the whole process (default: torch's own, capped at the CPUs
+                this process may run on)
+
+Methods:
 
 ``hidden-cosine``
     cosine between the pooled layer-``layer`` states of the query and of the document, each run
