@@ -31,3 +31,29 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def publish_folder(out: Path, write) -> None:
+    """Call ``write(staging)`` on a fresh folder beside ``out``, then move it to ``out``.
+
+    ``out`` never holds a partly written result. An existing ``out`` is replaced by two renames,
+    between which a crash leaves the old folder as ``.NAME.old-*`` beside it; a failed ``write``
+    leaves ``out`` untouched.
+    """
+    import shutil
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    staging.mkdir()
+    try:
+        write(staging)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+            os.rename(out, old)
+            os.rename(staging, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

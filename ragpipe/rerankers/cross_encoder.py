@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -27,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ragpipe.errors import MissingDependencyError, ModelError, QueryError
-from ragpipe._files import atomic_write_text
+from ragpipe._files import atomic_write_text, publish_folder
 from ragpipe.rerankers.base import RerankerSpec, check_options
 
 DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
@@ -326,25 +324,14 @@ def _held_out_top1(held_out, group_logits, group_size: int) -> float | None:
 
 
 def save_model(model, tokenizer, out_dir: str | Path, settings: dict) -> None:
-    """Save model, tokenizer and ``reranker.json`` to ``out_dir`` through a temporary folder.
+    """Save model, tokenizer and ``reranker.json`` to ``out_dir`` (see :func:`publish_folder`)."""
 
-    ``out_dir`` never holds a partly written model; an existing one is replaced by two renames,
-    between which a crash leaves the old model under ``.NAME.old-PID`` beside it.
-    """
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(str(staging))
-    tokenizer.save_pretrained(str(staging))
-    (staging / CONFIG_FILE).write_text(json.dumps(settings, indent=1))
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.rename(out, old)
-        os.rename(staging, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(staging, out)
+    def write(staging: Path) -> None:
+        model.save_pretrained(str(staging))
+        tokenizer.save_pretrained(str(staging))
+        (staging / CONFIG_FILE).write_text(json.dumps(settings, indent=1))
+
+    publish_folder(Path(out_dir), write)
 
 
 def update_settings(folder: str | Path, **values) -> None:

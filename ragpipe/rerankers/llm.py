@@ -877,18 +877,10 @@ def train_llm_head(
 def save_head(out: Path, head: LinearHead, settings: dict) -> None:
     """Write ``head.npz`` and ``reranker.json`` (``settings``) to ``out`` through a temporary
     folder; an existing folder there is replaced only once the new one is complete."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
-    staging.mkdir()
-    try:
+    from ragpipe._files import publish_folder
+
+    def write(staging: Path) -> None:
         head.save(staging / HEAD_FILE)
         (staging / CONFIG_FILE).write_text(json.dumps(settings, indent=1))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-            os.rename(out, old)
-            os.rename(staging, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    publish_folder(Path(out), write)
