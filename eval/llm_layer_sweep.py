@@ -121,6 +121,7 @@ class Precomputed:
 
 def rerank_ndcg(first, queries, qrels, scores, depth, weight=None) -> float:
     """nDCG@10 of ``first`` reranked (top ``depth``) by ``scores`` ({qid: {doc: score}})."""
+    first = {q: first[q] for q in queries}
     by_text = {queries[q]: scores[q] for q in first}
     run = rerank_run(first, queries, lambda d: d, Precomputed(by_text), depth=depth, interpolation=weight).run
     return evaluate(qrels, run, ["ndcg@10"]).mean["ndcg@10"]

@@ -248,6 +248,9 @@ def train_reranker(
     max_queries: Optional[int] = typer.Option(None, "--max-queries", help="Train on at most this many queries (a quick run)."),
     rerank_depth: int = typer.Option(50, "--rerank-depth", help="Candidates used when fitting the interpolation weight."),
     index_dir: Optional[Path] = typer.Option(None, "--index", help="Index of the dataset's corpus (default: indexes/<dataset>)."),
+    pseudo_queries: int = typer.Option(0, "--pseudo-queries", help="Also train on this many titles as pseudo-queries for their own bodies."),
+    held_out: float = typer.Option(0.1, "--held-out", help="Share of judged queries held out to fit the interpolation weight."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Tokens per (query, passage) input (default 256)."),
 ) -> None:
     """Train a reranker offline from training judgments (or titles, with --label-free)."""
     from ragpipe.training import train_reranker_command
@@ -255,6 +258,7 @@ def train_reranker(
     summary = train_reranker_command(
         dataset, out, kind=kind, split=split, label_free=label_free, base_model=base_model, epochs=epochs,
         negatives=negatives, layer=layer, max_queries=max_queries, rerank_depth=rerank_depth, index_dir=index_dir,
+        pseudo_queries=pseudo_queries, held_out=held_out, max_tokens=max_tokens,
     )
     typer.echo(summary)
 

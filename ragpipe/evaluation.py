@@ -254,35 +254,58 @@ def run_eval(
         stage = rerank_stage or next((n for n in reversed(list(setups)) if n.startswith("hybrid")), list(setups)[-1])
         if stage not in first_stage_results:
             raise QueryError(f"rerank stage {stage!r} is not among the evaluated setups ({', '.join(setups)})")
+        scored: dict[str, _Scored] = {}
         for spec in rerankers:
             report.rows.append(_rerank_row(index, data, stage, first_stage_results[stage], report, spec,
-                                           rerank_depth, metric_names, runs_path, progress))
+                                           rerank_depth, metric_names, runs_path, progress, scored))
     return report
 
 
+class _Scored:
+    """A loaded reranker with every score it gave, per (query, document text), and what giving
+    them cost; rows that differ from it only in the interpolation weight replay the scores (and
+    report the cost measured when they were computed) instead of running the model again."""
+
+    def __init__(self, reranker):
+        self.reranker, self.name = reranker, reranker.name
+        self.scores: dict[tuple[str, str], float] = {}
+        self.timings: dict[str, float] = {}
+        self.peak_rss_bytes = 0
+
+    def score(self, query: str, documents):
+        missing = [d for d in dict.fromkeys(documents) if (query, d) not in self.scores]
+        if missing:
+            for document, value in zip(missing, self.reranker.score(query, missing)):
+                self.scores[query, document] = float(value)
+        return np.array([self.scores[query, d] for d in documents])
+
+
 def _rerank_row(index: Index, data: Dataset, stage: str, first, report: EvalReport, spec_text: str, depth: int,
-                metric_names: list[str], runs_path: Path, progress: bool) -> SetupResult:
+                metric_names: list[str], runs_path: Path, progress: bool, scored: dict[str, _Scored]) -> SetupResult:
     from ragpipe.rerankers import load_reranker, parse_spec, rerank_run, split_interpolation
     from ragpipe.types import document_text
 
     spec, weight = split_interpolation(parse_spec(spec_text))
     base = next(row for row in report.rows if row.setup == stage)
     docs = index.documents_by_id(sorted({d for scores in first.run.values() for d in list(scores)}))
-    with PeakRSS() as peak:
-        reranker = load_reranker(spec)
-        interpolation = weight if weight is not None else getattr(reranker, "interpolation", None)
-        first_qid = next(iter(data.queries))
-        # warm-up query, untimed
-        rerank_run({first_qid: first.run[first_qid]}, data.queries, lambda d: document_text(docs[d]), reranker, depth)
-        meter = Progress(f"rerank {spec}", len(data.queries), unit="queries", enabled=progress)
-        run: dict = {}
-        timings: dict[str, float] = {}
-        for qid in data.queries:
-            done = rerank_run({qid: first.run[qid]}, data.queries, lambda d: document_text(docs[d]), reranker, depth,
-                              interpolation=interpolation)
-            run.update(done.run)
-            timings.update(done.timings_ms)
-            meter.update(1)
+    replay = scored.get(str(spec))
+    if replay is None:
+        with PeakRSS() as peak:
+            replay = scored[str(spec)] = _Scored(load_reranker(spec))
+            first_qid = next(iter(data.queries))
+            # warm-up query, untimed (its scores are not kept: the timed pass scores it again)
+            rerank_run({first_qid: first.run[first_qid]}, data.queries, lambda d: document_text(docs[d]),
+                       replay.reranker, depth)
+            meter = Progress(f"rerank {spec}", len(data.queries), unit="queries", enabled=progress)
+            for qid in data.queries:
+                done = rerank_run({qid: first.run[qid]}, data.queries, lambda d: document_text(docs[d]), replay, depth)
+                replay.timings.update(done.timings_ms)
+                meter.update(1)
+        replay.peak_rss_bytes = peak.growth
+    interpolation = weight if weight is not None else getattr(replay.reranker, "interpolation", None)
+    run = rerank_run({qid: first.run[qid] for qid in data.queries}, data.queries, lambda d: document_text(docs[d]),
+                     replay, depth, interpolation=interpolation).run
+    timings = replay.timings
     name = f"{stage} >> {spec}" + (f" (w={interpolation:g})" if interpolation is not None else "")
     evaluation = evaluate(data.qrels, run, metric_names)
     run_file = runs_path / f"{stage}.rerank-{len(report.rows)}.trec"
@@ -294,7 +317,7 @@ def _rerank_row(index: Index, data: Dataset, stage: str, first, report: EvalRepo
     return SetupResult(
         setup=name, options=base.options, metrics=evaluation.mean, per_query=evaluation.per_query,
         latency_ms=latency, index_bytes=base.index_bytes, build_seconds=base.build_seconds,
-        run_file=str(run_file), peak_rss_bytes=peak.growth, first_stage=stage, interpolation=interpolation,
+        run_file=str(run_file), peak_rss_bytes=replay.peak_rss_bytes, first_stage=stage, interpolation=interpolation,
     )
 
 

@@ -146,3 +146,33 @@ def test_tiny_training_lowers_the_loss_and_improves_held_out_ranking(data_dir, t
     trained = CrossEncoderReranker(str(tmp_path / "ce"), max_tokens=96)
     example = held_out[0]
     assert trained.score(example.query, [*example.positives, *example.negatives]).shape == (1 + len(example.negatives),)
+
+
+def test_held_out_split_keeps_queries_that_share_a_relevant_document_together():
+    from ragpipe.training import split_examples
+
+    # Claims 0-9 each cite their own abstract; claims 10-29 come in pairs (a claim and its
+    # negation) citing one abstract each.
+    examples = [TrainingExample(f"q{i}", f"claim {i}", [f"abstract {i if i < 10 else 10 + (i - 10) // 2}"], ["x"])
+                for i in range(30)]
+    for seed in range(20):
+        train, held = split_examples(examples, 0.2, seed=seed)
+        assert len(train) + len(held) == 30 and held and train
+        held_docs = {p for e in held for p in e.positives}
+        assert not held_docs & {p for e in train for p in e.positives}
+
+
+def test_the_window_scored_is_the_one_holding_the_query_terms(untrained):
+    from ragpipe.rerankers.cross_encoder import pair_inputs
+
+    query = "glacier ice flows downhill"
+    filler = "unrelated words about cooking and recipes " * 30
+    document = filler + " glacier ice flows downhill carving valleys " + filler
+    every, _ = untrained._pairs(query, [document])
+    chosen, owners = pair_inputs(untrained.tokenizer, untrained.template, query, [document, "short text"],
+                                 untrained.max_tokens, 1, untrained.overlap)
+    assert owners == [0, 1] and len(every) > 3
+    query_ids = untrained.tokenizer(query, add_special_tokens=False)["input_ids"]
+    start = len(untrained.template.prefix) + len(query_ids) + len(untrained.template.middle)
+    assert "glacier ice flows downhill" in untrained.tokenizer.decode(chosen[0][0][start:])
+    assert chosen[0] in every and chosen[0] != every[0]  # one of the windows, not simply the first

@@ -3,8 +3,9 @@
 A cross-encoder reads ``[CLS] query [SEP] document [SEP]`` and outputs one relevance logit. Pairs
 longer than ``max_tokens`` lose document tokens, not query tokens (only a query longer than half
 the budget is itself cut, so that some document still fits). A long document is cut into windows
-that each fit beside the query and scores as its best window; windows past ``max_passages`` are
-not scored.
+that each fit beside the query; the ``max_passages`` windows (default 1) that share the most
+tokens with the query are scored, and the document scores as the best of them. Selecting windows
+lexically keeps the cost at ``max_passages`` model inputs per document however long it is.
 
 Any Hugging Face sequence-classification checkpoint works (hub name or folder). No trained
 cross-encoder ships in a PyPI package, so offline the way to get one is
@@ -31,6 +32,7 @@ from ragpipe.rerankers.base import RerankerSpec, check_options
 DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
 CONFIG_FILE = "reranker.json"
 _MAX_QUERY_SHARE = 0.5  # a query longer than half the budget is cut (the document needs room too)
+MAX_WINDOWS = 64  # windows of one document considered at most (a 1 MB document has thousands)
 
 OPTIONS = {
     "max_tokens": int,
@@ -60,8 +62,12 @@ class CrossEncoderReranker:
     model came from elsewhere); callers may pass it to :func:`ragpipe.rerankers.rerank_run`.
     """
 
-    def __init__(self, model: str, max_tokens: int = 256, max_passages: int = 8, batch_size: int = 32,
+    def __init__(self, model: str, max_tokens: int | None = None, max_passages: int = 1, batch_size: int = 32,
                  precision: str = "auto", overlap: int | None = None):
+        self.folder = _resolve(model)
+        self.settings = _read_settings(self.folder)
+        if max_tokens is None:  # the length the model was trained at, else 256
+            max_tokens = int(self.settings.get("max_tokens", 256))
         if overlap is None:  # 32 tokens, or less for short inputs: windows must still advance
             overlap = min(32, max_tokens // 8)
         for option, value, low in (("max_tokens", max_tokens, 32), ("max_passages", max_passages, 1),
@@ -70,11 +76,9 @@ class CrossEncoderReranker:
                 raise QueryError(f"cross-encoder option {option}={value} must be >= {low}")
         if overlap >= max_tokens // 4:
             raise QueryError(f"cross-encoder option overlap={overlap} must be below max_tokens / 4 ({max_tokens // 4})")
-        self.folder = _resolve(model)
         self.name = f"cross-encoder:{model}"
         self.max_tokens, self.max_passages, self.batch_size, self.overlap = max_tokens, max_passages, batch_size, overlap
         self.precision = resolve_precision(precision)
-        self.settings = _read_settings(self.folder)
         self.interpolation = self.settings.get("interpolation")
         self.tokenizer, self.model = _load(self.folder)
         self.template = _PairTemplate(self.tokenizer)
@@ -109,17 +113,23 @@ class CrossEncoderReranker:
 
 def pair_inputs(tokenizer, template: _PairTemplate, query: str, documents: Sequence[str], max_tokens: int,
                 max_passages: int, overlap: int) -> tuple[list[tuple[list[int], list[int]]], list[int]]:
-    """(input ids, token type ids) of every (query, document window) pair, and the document each
-    pair belongs to. Windows of a document overlap by ``overlap`` tokens; at most
-    ``max_passages`` per document."""
+    """(input ids, token type ids) of (query, document window) pairs, and the document each pair
+    belongs to. Windows of a document overlap by ``overlap`` tokens; of each document's windows
+    (the first :data:`MAX_WINDOWS` of a very long one), the ``max_passages`` holding the most
+    distinct query tokens are kept, in document order (ties go to the earlier window)."""
     query_ids = tokenizer(query, add_special_tokens=False)["input_ids"]
     query_ids = query_ids[: int(max_tokens * _MAX_QUERY_SHARE)]
+    query_set = set(query_ids)
     budget = max_tokens - template.specials - len(query_ids)
     stride = budget - overlap  # >= 1: overlap < max_tokens / 4 and the query takes at most half
     pairs, owners = [], []
     for row, ids in enumerate(tokenizer(list(documents), add_special_tokens=False)["input_ids"]):
-        starts = range(0, len(ids) - overlap, stride) if len(ids) > budget else range(1)
-        for start in list(starts)[:max_passages]:
+        starts = list(range(0, len(ids) - overlap, stride) if len(ids) > budget else range(1))[:MAX_WINDOWS]
+        if len(starts) > max_passages:
+            shared = [len(query_set.intersection(ids[start : start + budget])) for start in starts]
+            keep = sorted(sorted(range(len(starts)), key=lambda i: (-shared[i], i))[:max_passages])
+            starts = [starts[i] for i in keep]
+        for start in starts:
             pairs.append(template.join(query_ids, ids[start : start + budget]))
             owners.append(row)
     return pairs, owners
@@ -222,6 +232,7 @@ def train_cross_encoder(
     group_size: int = 8,
     groups_per_step: int = 2,
     learning_rate: float = 4e-5,
+    head_learning_rate: float = 1e-3,
     max_tokens: int = 256,
     held_out=(),
     seed: int = 13,
@@ -233,7 +244,9 @@ def train_cross_encoder(
 
     Each step scores groups of one positive and ``group_size - 1`` hard negatives and minimises
     the softmax cross-entropy of the positive (a listwise loss: the model learns to rank the
-    positive first). The base model defaults to the bundled all-MiniLM-L6-v2 encoder, whose new
+    positive first). The new scoring head (and the pooler before it) learns at
+    ``head_learning_rate``, the encoder at ``learning_rate``: a random head at the encoder's small
+    rate spends most of a short run just finding the direction of relevance. The base model defaults to the bundled all-MiniLM-L6-v2 encoder, whose new
     one-logit head starts random. ``held_out`` examples are scored after each epoch (how often the
     positive ranks first in its group). Returns the training record also saved in reranker.json.
 
@@ -259,19 +272,25 @@ def train_cross_encoder(
     template = _PairTemplate(tokenizer)
 
     def group_logits(query: str, docs: list[str]):
-        # Training reads each document's first window only.
-        pairs, _ = pair_inputs(tokenizer, template, query, docs, max_tokens, 1, 0)
+        # Each document's window sharing the most tokens with the query, as scoring reads it by
+        # default (where the evidence most likely is, not blindly the first window).
+        pairs, _ = pair_inputs(tokenizer, template, query, docs, max_tokens, 1, min(32, max_tokens // 8))
         return _relevance(model(**_collate(pairs, tokenizer)).logits.float())
 
     steps_per_epoch = math.ceil(len(groups) / groups_per_step)
     total_steps = steps_per_epoch * epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
+    head = [p for n, p in model.named_parameters() if n.startswith(("classifier", "score", "bert.pooler", "pooler"))]
+    head_ids = {id(p) for p in head}
+    body = [p for p in model.parameters() if id(p) not in head_ids]
+    optimizer = torch.optim.AdamW([{"params": body, "lr": learning_rate}, {"params": head, "lr": head_learning_rate}],
+                                  weight_decay=0.01)
     warmup = max(1, total_steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total_steps - step) / max(1, total_steps - warmup)))
     )
     record = {"base_model": str(base_model or DEFAULT_ENCODER), "groups": len(groups), "epochs": epochs,
-              "group_size": group_size, "learning_rate": learning_rate, "max_tokens": max_tokens,
+              "group_size": group_size, "learning_rate": learning_rate,
+              "head_learning_rate": head_learning_rate, "max_tokens": max_tokens,
               "loss": [], "held_out_top1": [], "precision": "bf16" if use_bf16 else "fp32"}
     started = time.perf_counter()
     step = 0
