@@ -204,8 +204,15 @@ def run_eval(
     total and the reranker's time per query; peak RSS includes the loaded reranker.
 
     Raises:
-        RagpipeError: an unknown dataset, setup or metric, or an index that does not fit.
+        RagpipeError: an unknown dataset, setup or metric, a malformed reranker spec or
+            interpolation weight (all checked before any work), or an index that does not fit.
     """
+    from ragpipe.rerankers.base import parse_spec, split_interpolation
+
+    for spec in rerankers:
+        split_interpolation(parse_spec(spec))
+    if rerank_depth < 1:
+        raise QueryError(f"--rerank-depth must be >= 1, got {rerank_depth}")
     metric_names = [m.strip() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
     if not metric_names:
         raise QueryError("no metrics given; use e.g. --metrics ndcg@10,recall@100")
@@ -261,28 +268,21 @@ def run_eval(
     return report
 
 
+@dataclass
 class _Scored:
-    """A loaded reranker with every score it gave, per (query, document text), and what giving
-    them cost; rows that differ from it only in the interpolation weight replay the scores (and
-    report the cost measured when they were computed) instead of running the model again."""
+    """Every score a reranker gave in this eval and what giving them cost: rows that differ only
+    in the interpolation weight replay the scores (and report the cost measured when they were
+    computed); the model itself is freed once its scoring pass ends."""
 
-    def __init__(self, reranker):
-        self.reranker, self.name = reranker, reranker.name
-        self.scores: dict[tuple[str, str], float] = {}
-        self.timings: dict[str, float] = {}
-        self.peak_rss_bytes = 0
-
-    def score(self, query: str, documents):
-        missing = [d for d in dict.fromkeys(documents) if (query, d) not in self.scores]
-        if missing:
-            for document, value in zip(missing, self.reranker.score(query, missing)):
-                self.scores[query, document] = float(value)
-        return np.array([self.scores[query, d] for d in documents])
+    cache: object  # ragpipe.rerankers.base.ScoreCache
+    timings: dict[str, float]
+    peak_rss_bytes: int
 
 
 def _rerank_row(index: Index, data: Dataset, stage: str, first, report: EvalReport, spec_text: str, depth: int,
                 metric_names: list[str], runs_path: Path, progress: bool, scored: dict[str, _Scored]) -> SetupResult:
     from ragpipe.rerankers import load_reranker, parse_spec, rerank_run, split_interpolation
+    from ragpipe.rerankers.base import ScoreCache
     from ragpipe.types import document_text
 
     spec, weight = split_interpolation(parse_spec(spec_text))
@@ -291,20 +291,22 @@ def _rerank_row(index: Index, data: Dataset, stage: str, first, report: EvalRepo
     replay = scored.get(str(spec))
     if replay is None:
         with PeakRSS() as peak:
-            replay = scored[str(spec)] = _Scored(load_reranker(spec))
+            cache = ScoreCache(load_reranker(spec))
             first_qid = next(iter(data.queries))
             # warm-up query, untimed (its scores are not kept: the timed pass scores it again)
             rerank_run({first_qid: first.run[first_qid]}, data.queries, lambda d: document_text(docs[d]),
-                       replay.reranker, depth)
+                       cache.reranker, depth)
             meter = Progress(f"rerank {spec}", len(data.queries), unit="queries", enabled=progress)
+            timings: dict[str, float] = {}
             for qid in data.queries:
-                done = rerank_run({qid: first.run[qid]}, data.queries, lambda d: document_text(docs[d]), replay, depth)
-                replay.timings.update(done.timings_ms)
+                done = rerank_run({qid: first.run[qid]}, data.queries, lambda d: document_text(docs[d]), cache, depth)
+                timings.update(done.timings_ms)
                 meter.update(1)
-        replay.peak_rss_bytes = peak.growth
-    interpolation = weight if weight is not None else getattr(replay.reranker, "interpolation", None)
+        cache.release()
+        replay = scored[str(spec)] = _Scored(cache, timings, peak.growth)
+    interpolation = weight if weight is not None else replay.cache.interpolation
     run = rerank_run({qid: first.run[qid] for qid in data.queries}, data.queries, lambda d: document_text(docs[d]),
-                     replay, depth, interpolation=interpolation).run
+                     replay.cache, depth, interpolation=interpolation).run
     timings = replay.timings
     name = f"{stage} >> {spec}" + (f" (w={interpolation:g})" if interpolation is not None else "")
     evaluation = evaluate(data.qrels, run, metric_names)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ragpipe.errors import DatasetError, QueryError
 from ragpipe.index import Index, SearchOptions
-from ragpipe.types import document_text, ranked
+from ragpipe.types import document_text
 
 
 @dataclass
@@ -67,10 +67,12 @@ def pseudo_query_examples(
     mining_depth: int = 30,
     limit: int | None = None,
     seed: int = 13,
+    exclude: frozenset[str] | set[str] = frozenset(),
 ) -> list[TrainingExample]:
     """Label-free examples: a document's title is the query, its body the positive, and other
     documents the first stage ranks high for that title are the negatives. Documents without a
-    title or body are skipped.
+    title or body, and those in ``exclude`` (e.g. documents relevant to held-out queries), are
+    skipped.
 
     Raises:
         DatasetError: no document has both a title and a body.
@@ -78,7 +80,7 @@ def pseudo_query_examples(
     rng = random.Random(seed)
     everything = index.documents()
     by_id = {d.doc_id: d for d in everything}
-    documents = [d for d in everything if d.title.strip() and d.text.strip()]
+    documents = [d for d in everything if d.title.strip() and d.text.strip() and d.doc_id not in exclude]
     rng.shuffle(documents)
     if limit is not None:
         documents = documents[:limit]
@@ -102,7 +104,11 @@ def split_examples(examples: Sequence[TrainingExample], held_out: float = 0.1, s
     Queries that share a relevant document stay on the same side: SciFact, for one, has claims
     and their negations citing the same abstract, and a held-out claim whose twin was trained on
     measures memory, not generalisation (a random split by query overstated the held-out gain of
-    a SciFact cross-encoder several times over).
+    a SciFact cross-encoder several times over). Groups of such queries, in a seeded random
+    order, go to the held-out side while they fit in ``held_out`` of all queries (at least one
+    query); a group larger than that stays in training, and if no group fits the smallest one is
+    held out. Only when every query is in one group does the split fall back to one by query
+    (and says so on stderr, since the held-out figures then overstate).
     """
     parent = list(range(len(examples)))
 
@@ -125,13 +131,20 @@ def split_examples(examples: Sequence[TrainingExample], held_out: float = 0.1, s
     components = list(groups.values())
     random.Random(seed).shuffle(components)
     want = max(1, int(len(examples) * held_out))
-    held, train = [], []
-    for component in components:
-        (held if len(held) < want else train).extend(component)
-    if not train:  # one component holds everything: fall back to a split by query
+    if len(components) == 1:
+        sys.stderr.write("every training query shares a relevant document with another: held-out queries are "
+                         "split by query, so held-out figures overstate\n")
         shuffled = list(examples)
         random.Random(seed).shuffle(shuffled)
         return shuffled[want:], shuffled[:want]
+    held: list[TrainingExample] = []
+    train: list[TrainingExample] = []
+    for component in components:
+        (held if len(held) + len(component) <= want else train).extend(component)
+    if not held:
+        smallest = min(components, key=len)
+        held = list(smallest)
+        train = [e for c in components if c is not smallest for e in c]
     return train, held
 
 
@@ -151,35 +164,19 @@ def fit_interpolation(
     The reranker scores each query's candidates once; every weight reuses those scores.
     """
     from ragpipe.metrics import evaluate
-    from ragpipe.rerankers.base import rerank_run
+    from ragpipe.rerankers.base import ScoreCache, rerank_run
 
     first = index.search(queries, k=max(depth, 100), options=first_stage).run
     docs = index.documents_by_id(sorted({d for scores in first.values() for d in scores}))
-    # Score each query's candidates once; rerank_run then replays them for every weight (the
-    # "documents" it passes are doc ids, looked up by query text: equal texts share candidates).
-    scored: dict[str, dict[str, float]] = {}
-    for qid, text in queries.items():
-        head = [doc_id for doc_id, _ in ranked(first[qid], depth)]
-        scored[text] = dict(zip(head, map(float, reranker.score(text, [document_text(docs[d]) for d in head]))))
-    replay = _Replay(reranker.name, scored)
+    cached = ScoreCache(reranker)  # the first weight scores each candidate once, the others replay
     results = {}
     for weight in grid:
-        run = rerank_run(first, queries, lambda doc_id: doc_id, replay, depth=depth, interpolation=weight).run
+        run = rerank_run(first, queries, lambda doc_id: document_text(docs[doc_id]), cached, depth=depth,
+                         interpolation=weight).run
         results[weight] = evaluate(qrels, run, [metric]).mean[metric]
     # Ties go to the weight nearest 0.5: the least extreme choice among equals.
     best = max(results, key=lambda w: (results[w], -abs(w - 0.5)))
     return best, results
-
-
-class _Replay:
-    def __init__(self, name: str, scored: dict[str, dict[str, float]]):
-        self.name = name
-        self.scored = scored
-
-    def score(self, query: str, documents: Sequence[str]):
-        import numpy as np
-
-        return np.array([self.scored[query][doc_id] for doc_id in documents])
 
 
 def train_reranker_command(
@@ -205,19 +202,35 @@ def train_reranker_command(
 
     ``pseudo_queries`` > 0 adds that many label-free examples (a title as the query for its own
     body, ``pseudo_negatives`` mined negatives each) to the judged training queries: more, and
-    more varied, in-domain pairs than the judgments alone hold. They are never held out; the
-    interpolation weight is fitted on judged queries only.
+    more varied, in-domain pairs than the judgments alone hold. They are never held out, and
+    no document relevant to a held-out query lends its title: the interpolation weight is
+    fitted on judged queries the model has not seen in any form.
 
     Raises:
-        RagpipeError: an unknown kind, a dataset without the split's judgments, or a model that
-            cannot be loaded.
+        QueryError: an option out of range (checked before any work): epochs, negatives or
+            rerank_depth below 1, held_out outside (0, 1), pseudo_queries below 0, max_tokens
+            below 32.
+        RagpipeError: an unknown kind, ``out`` an existing folder that is not a reranker folder,
+            a dataset without the split's judgments, or a model that cannot be loaded.
     """
+    from ragpipe._files import check_replaceable
     from ragpipe.datasets import load_dataset, resolve_dataset
     from ragpipe.evaluation import open_or_build_index
     from ragpipe.index import IndexConfig
+    from ragpipe.rerankers.base import CONFIG_FILE, update_settings
 
     if kind not in ("cross-encoder", "llm-head"):
         raise QueryError(f"unknown reranker kind {kind!r}; use cross-encoder or llm-head")
+    for option, value in (("--epochs", epochs), ("--negatives", negatives), ("--rerank-depth", rerank_depth)):
+        if value < 1:
+            raise QueryError(f"{option} must be >= 1, got {value}")
+    if not 0.0 < held_out < 1.0:
+        raise QueryError(f"--held-out is the share of judged queries held out and must be within (0, 1), got {held_out}")
+    if pseudo_queries < 0:
+        raise QueryError(f"--pseudo-queries must be >= 0, got {pseudo_queries}")
+    if max_tokens is not None and max_tokens < 32:
+        raise QueryError(f"--max-tokens must be >= 32, got {max_tokens}")
+    check_replaceable(Path(out), CONFIG_FILE)
     if label_free:
         from ragpipe.datasets import Dataset
 
@@ -233,26 +246,27 @@ def train_reranker_command(
         examples = judged_examples(index, queries, data.qrels, negatives=negatives)
     train, held = split_examples(examples, held_out)
     if pseudo_queries > 0 and not label_free:
-        train = train + pseudo_query_examples(index, negatives=pseudo_negatives, limit=pseudo_queries)
+        held_documents = {d for e in held for d, grade in data.qrels[e.qid].items() if grade > 0}
+        train = train + pseudo_query_examples(index, negatives=pseudo_negatives, limit=pseudo_queries,
+                                              exclude=held_documents)
         random.Random(13).shuffle(train)
     pseudo = sum(e.qid.startswith("title:") for e in train) if not label_free else 0
     sys.stderr.write(f"training a {kind} on {len(train)} queries ({pseudo} of them titles as pseudo-queries; "
                      f"{sum(len(e.positives) for e in train)} positives, up to {negatives} hard negatives each); "
                      f"{len(held)} queries held out\n")
     if kind == "cross-encoder":
-        from ragpipe.rerankers.cross_encoder import CrossEncoderReranker, train_cross_encoder, update_settings
+        from ragpipe.rerankers.cross_encoder import CrossEncoderReranker, train_cross_encoder
 
-        extra = {"max_tokens": max_tokens} if max_tokens else {}
+        extra = {"max_tokens": max_tokens} if max_tokens is not None else {}
         record = train_cross_encoder(train, out, base_model=base_model, epochs=epochs, group_size=negatives + 1,
                                      held_out=held, **extra)
         reranker = CrossEncoderReranker(str(out))
     else:
-        from ragpipe.rerankers.llm import LLMReranker, train_llm_head
         from ragpipe.rerankers.base import parse_spec
-        from ragpipe.rerankers.cross_encoder import update_settings
+        from ragpipe.rerankers.llm import LLMReranker, train_llm_head
 
         extra = {"layer": layer} if layer is not None else {}
-        if max_tokens:
+        if max_tokens is not None:
             extra["max_tokens"] = max_tokens
         record = train_llm_head(train, out, model=base_model, held_out_examples=held, **extra)
         reranker = LLMReranker.from_spec(parse_spec(f"llm:{out}"))

@@ -87,3 +87,25 @@ def test_scifact_reaches_the_floors(data_dir, tmp_path):
     assert rows["dense"]["ndcg@10"] >= 0.64 and rows["dense"]["recall@100"] >= 0.92
     for hybrid in ("hybrid-rrf", "hybrid-weighted"):
         assert rows[hybrid]["ndcg@10"] >= 0.72 and rows[hybrid]["recall@100"] >= 0.95
+
+
+def test_reranked_rows_score_once_and_weight_zero_reproduces_the_first_stage(tiny_dataset, tmp_path, encoder,
+                                                                           monkeypatch):
+    import ragpipe.rerankers as rerankers
+
+    loads = []
+    real_load = rerankers.load_reranker
+    monkeypatch.setattr(rerankers, "load_reranker", lambda spec: loads.append(str(spec)) or real_load(spec))
+    model = f"cross-encoder:{encoder.folder},max_tokens=64"  # real MiniLM weights, untrained head
+    report = run_eval(tiny_dataset, index_dir=tmp_path / "index", modes="bm25", runs_dir=tmp_path / "runs",
+                      rerankers=[model + ",interpolation=0", model + ",interpolation=1"], rerank_depth=5)
+    first, frozen, alone = report.rows
+    assert loads == [model]  # both rows replay one scoring pass
+    assert frozen.setup.endswith("(w=0)") and alone.setup.endswith("(w=1)")
+    assert frozen.per_query == first.per_query
+    assert read_run(frozen.run_file)["q1"].keys() == read_run(first.run_file)["q1"].keys()
+    assert frozen.latency_ms == alone.latency_ms and frozen.latency_ms["rerank"]["p50"] > 0
+    with pytest.raises(QueryError, match="interpolation='1.5' must be a number within"):
+        run_eval(tiny_dataset, index_dir=tmp_path / "index", modes="bm25", runs_dir=tmp_path / "runs",
+                 rerankers=[model + ",interpolation=1.5"])
+    assert loads == [model]  # refused before any model was loaded

@@ -176,3 +176,58 @@ def test_the_window_scored_is_the_one_holding_the_query_terms(untrained):
     start = len(untrained.template.prefix) + len(query_ids) + len(untrained.template.middle)
     assert "glacier ice flows downhill" in untrained.tokenizer.decode(chosen[0][0][start:])
     assert chosen[0] in every and chosen[0] != every[0]  # one of the windows, not simply the first
+
+
+def test_a_group_larger_than_the_held_out_share_stays_in_training():
+    from ragpipe.training import split_examples
+
+    # 40 claims all citing one abstract (one group), and 10 claims with an abstract each.
+    examples = [TrainingExample(f"big{i}", f"claim {i}", ["shared abstract"], ["x"]) for i in range(40)]
+    examples += [TrainingExample(f"own{i}", f"claim {i}", [f"abstract {i}"], ["x"]) for i in range(10)]
+    for seed in range(10):
+        train, held = split_examples(examples, 0.1, seed=seed)
+        assert 1 <= len(held) <= 5 and all(e.qid.startswith("own") for e in held)
+        assert len(train) + len(held) == 50
+
+
+def test_training_refuses_a_folder_it_did_not_write_before_training(tmp_path):
+    precious = tmp_path / "my-index"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    example = TrainingExample("q", "query", ["positive"], ["negative"])
+    from ragpipe.errors import RagpipeError
+
+    with pytest.raises(RagpipeError, match="is not a folder ragpipe wrote"):
+        train_cross_encoder([example], precious, epochs=1, progress=False)
+    assert (precious / "notes.txt").read_text() == "keep me"
+    with pytest.raises(QueryError, match="max_tokens >= 32"):
+        train_cross_encoder([example], tmp_path / "new", max_tokens=8, progress=False)
+    assert not (tmp_path / "new").exists()
+
+
+def test_pseudo_queries_skip_excluded_documents(tmp_path, small_corpus):
+    from ragpipe.index import Index, IndexConfig
+    from ragpipe.training import pseudo_query_examples
+
+    index = Index.build(small_corpus, tmp_path / "i", IndexConfig(dense=None))
+    everything = pseudo_query_examples(index, negatives=2)
+    assert {e.qid for e in everything} == {f"title:{d.doc_id}" for d in small_corpus if d.title}
+    kept = pseudo_query_examples(index, negatives=2, exclude={"d01", "d04"})
+    assert {e.qid for e in kept} == {e.qid for e in everything} - {"title:d01", "title:d04"}
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--negatives", "0", "--negatives must be >= 1"),
+    ("--held-out", "1", "--held-out is the share"),
+    ("--max-tokens", "8", "--max-tokens must be >= 32"),
+    ("--epochs", "0", "--epochs must be >= 1"),
+])
+def test_train_reranker_refuses_bad_options_in_one_line_before_any_work(tmp_path, option, value, message):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "ragpipe", "train-reranker", str(tmp_path / "no-such-dataset"),
+                           "--out", str(tmp_path / "out"), option, value], capture_output=True, text=True, timeout=120)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and message in lines[0], done.stderr
+    assert not (tmp_path / "out").exists()

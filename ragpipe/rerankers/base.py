@@ -8,18 +8,22 @@ carries its own settings); the keys are backend options (see each backend's ``OP
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from ragpipe.errors import QueryError, RagpipeError
+from ragpipe._files import atomic_write_text, publish_folder
+from ragpipe.errors import ModelError, QueryError, RagpipeError
 from ragpipe.fusion import normalize_minmax
 from ragpipe.types import Run, ranked
 
 KINDS = ("cross-encoder", "llm")
+CONFIG_FILE = "reranker.json"  # what a trained reranker folder holds beside its weights
 
 
 class Reranker(Protocol):
@@ -91,7 +95,9 @@ def split_interpolation(spec: RerankerSpec) -> tuple[RerankerSpec, float | None]
     try:
         weight = float(text)
     except ValueError:
-        raise QueryError(f"reranker option interpolation={text!r} must be a number within [0, 1]") from None
+        weight = float("nan")
+    if not 0.0 <= weight <= 1.0:  # checked here, before any model is loaded or scored
+        raise QueryError(f"reranker option interpolation={text!r} must be a number within [0, 1]")
     return RerankerSpec(spec.kind, spec.model, options), weight
 
 
@@ -106,6 +112,67 @@ def check_options(spec: RerankerSpec, allowed: Mapping[str, Callable[[str], obje
         except ValueError as exc:
             raise QueryError(f"reranker option {key}={value!r}: {exc}") from None
     return out
+
+
+class ScoreCache:
+    """A reranker that remembers every score it gave, per (query, document text): runs that
+    differ only in the interpolation weight or the depth replay the scores instead of running the
+    model again. ``release()`` frees the model and keeps the scores."""
+
+    def __init__(self, reranker: Reranker):
+        self.reranker: Reranker | None = reranker
+        self.name = reranker.name
+        self.interpolation = getattr(reranker, "interpolation", None)
+        self.scores: dict[tuple[str, str], float] = {}
+
+    def score(self, query: str, documents: Sequence[str]) -> np.ndarray:
+        missing = [d for d in dict.fromkeys(documents) if (query, d) not in self.scores]
+        if missing:
+            if self.reranker is None:
+                raise RagpipeError(f"reranker {self.name} was released; it cannot score new documents")
+            for document, value in zip(missing, self.reranker.score(query, missing)):
+                self.scores[query, document] = float(value)
+        return np.array([self.scores[query, d] for d in documents])
+
+    def release(self) -> None:
+        self.reranker = None
+
+
+def read_settings(folder: Path) -> dict:
+    """A trained reranker folder's ``reranker.json`` ({} where there is none).
+
+    Raises:
+        ModelError: the file is not readable JSON.
+    """
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path} is damaged ({exc}); retrain the reranker or restore the file") from None
+
+
+def update_settings(folder: str | Path, **values) -> None:
+    """Add keys (e.g. a fitted ``interpolation``) to a saved reranker's reranker.json atomically."""
+    settings = read_settings(Path(folder))
+    settings.update(values)
+    atomic_write_text(Path(folder) / CONFIG_FILE, json.dumps(settings, indent=1))
+
+
+def publish_reranker(out: str | Path, write: Callable[[Path], None], settings: dict) -> None:
+    """Write a reranker folder: ``write(staging)`` puts the weights, then ``settings`` become its
+    reranker.json; ``out`` is replaced only once complete (see :func:`ragpipe._files.publish_folder`).
+
+    Raises:
+        RagpipeError: ``out`` exists and is not a reranker folder (it is never replaced).
+    """
+
+    def write_all(staging: Path) -> None:
+        write(staging)
+        (staging / CONFIG_FILE).write_text(json.dumps(settings, indent=1), encoding="utf-8")
+
+    publish_folder(Path(out), write_all, marker=CONFIG_FILE)
 
 
 @dataclass

