@@ -152,7 +152,7 @@ def query(
     fusion: str = typer.Option("rrf", "--fusion", help="Hybrid fusion: rrf or weighted (min-max)."),
     dense_weight: float = typer.Option(0.5, "--dense-weight", help="Weight of the dense run in weighted fusion."),
     model: Optional[str] = typer.Option(None, "--model", help="Refuse to run unless the index was built with this encoder."),
-    rerank: Optional[str] = typer.Option(None, "--rerank", help="Second stage: cross-encoder[:MODEL] or llm[:MODEL], options as ,key=value."),
+    rerank: Optional[str] = typer.Option(None, "--rerank", help="Second stage: cross-encoder[:MODEL] or llm[:MODEL], options as ,key=value (depth=N, interpolation=W, backend options)."),
     rerank_depth: int = typer.Option(50, "--rerank-depth", help="First-stage candidates the reranker rescores."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per result."),
 ) -> None:
@@ -162,13 +162,19 @@ def query(
 
     if not text.strip():
         raise QueryError("the query is empty; give some text to search for")
+    if k < 1:
+        raise QueryError(f"k must be >= 1, got {k}")
+    if rerank and rerank_depth < 1:
+        raise QueryError(f"--rerank-depth must be >= 1, got {rerank_depth}")
     loaded = Index.load(index_dir, encoder_model=model)
     options = SearchOptions(mode=mode, fusion=fusion, dense_weight=dense_weight)
     if rerank:
-        from ragpipe.rerankers import load_reranker, parse_spec, rerank_run, split_interpolation
+        from ragpipe.rerankers import load_reranker, rerank_run
+        from ragpipe.rerankers.base import check_spec
         from ragpipe.types import document_text
 
-        spec, weight = split_interpolation(parse_spec(rerank))
+        spec, weight, spec_depth = check_spec(rerank)
+        rerank_depth = spec_depth or rerank_depth
         reranker = load_reranker(spec)
         weight = weight if weight is not None else getattr(reranker, "interpolation", None)
         result = loaded.search({"query": text}, k=max(k, rerank_depth), options=options)
@@ -206,7 +212,7 @@ def eval_command(
     output: Optional[Path] = typer.Option(None, "--output", help="Write the report (with per-query metrics) as JSON."),
     runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", help="Where TREC run files go (default: runs/<dataset>)."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the index even if a matching one exists."),
-    rerank: Optional[list[str]] = typer.Option(None, "--rerank", help="Add a reranked row (repeatable): cross-encoder[:MODEL] or llm[:MODEL][,key=value...]."),
+    rerank: Optional[list[str]] = typer.Option(None, "--rerank", help="Add a reranked row (repeatable): cross-encoder[:MODEL] or llm[:MODEL][,key=value...]; depth=N and interpolation=W apply to that row alone."),
     rerank_depth: int = typer.Option(50, "--rerank-depth", help="First-stage candidates each reranker rescores."),
     rerank_stage: Optional[str] = typer.Option(None, "--rerank-stage", help="Setup whose run is reranked (default: the last hybrid setup)."),
     model: str = _MODEL,

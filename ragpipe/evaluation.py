@@ -133,42 +133,48 @@ def corpus_fingerprint(dataset_path: Path) -> str:
     return sha256_file(dataset_path / "corpus.jsonl")
 
 
-def _index_matches(manifest: dict, fingerprint: str, config: IndexConfig, needs_dense: bool) -> bool:
+def _index_mismatch(manifest: dict, fingerprint: str, config: IndexConfig, needs_dense: bool) -> str | None:
+    """Why an index cannot serve this evaluation as it stands (None when it can)."""
     source = manifest.get("source") or {}
     if not isinstance(source, dict) or source.get("sha256") != fingerprint:
-        return False
+        return f"it was built from {source.get('path', 'another corpus') if isinstance(source, dict) else 'another corpus'}"
     if needs_dense and manifest.get("dense") is None:
-        return False
+        return "it has no dense index (built with --bm25-only)"
     if manifest.get("dense") is not None and config.dense is not None:
-        from ragpipe.models import canonical_name
         from ragpipe.encoders import EncoderSpec
+        from ragpipe.models import canonical_name
 
-        spec = config.encoder or EncoderSpec()
-        if manifest["encoder"]["model"] != canonical_name(spec.model):
-            return False
-        if manifest["chunking"] != config.chunking.__dict__ or manifest["dense"] != config.dense.__dict__:
-            return False
-    return manifest["bm25"] is not None and manifest["bm25"]["params"] == config.bm25.__dict__ \
-        and manifest["bm25"]["analyzer"] == config.analyzer.__dict__
+        wanted = canonical_name((config.encoder or EncoderSpec()).model)
+        if manifest["encoder"]["model"] != wanted:
+            return f"it was built with encoder {manifest['encoder']['model']}, not {wanted}"
+        if manifest["chunking"] != config.chunking.__dict__:
+            return f"its passages were cut with {manifest['chunking']}, not {config.chunking.__dict__}"
+        if manifest["dense"] != config.dense.__dict__:
+            return f"its dense index is {manifest['dense']}, not {config.dense.__dict__}"
+    if manifest["bm25"] is None:
+        return "it has no BM25 index"
+    if manifest["bm25"]["params"] != config.bm25.__dict__ or manifest["bm25"]["analyzer"] != config.analyzer.__dict__:
+        return "its BM25 settings differ from the ones asked for"
+    return None
 
 
 def open_or_build_index(
     dataset: Dataset, index_dir: Path | None, config: IndexConfig, needs_dense: bool, rebuild: bool, progress: bool
 ) -> tuple[Index, bool]:
-    """Reuse the dataset's index if it was built from this corpus with this configuration,
-    else build it. An explicit ``index_dir`` built from another corpus is refused, not replaced."""
+    """Reuse the dataset's index if it was built from this corpus with this configuration, else
+    build it under ``indexes/<dataset>``. An explicit ``index_dir`` that does not fit (another
+    corpus, encoder, passage or BM25 settings) is refused, never replaced, unless ``rebuild``."""
     fingerprint = corpus_fingerprint(dataset.path)
     explicit = index_dir is not None
     path = index_dir if explicit else Path("indexes") / dataset.name
     if (path / "manifest.json").is_file() and not rebuild:
-        manifest = read_manifest(path)
-        if _index_matches(manifest, fingerprint, config, needs_dense):
+        mismatch = _index_mismatch(read_manifest(path), fingerprint, config, needs_dense)
+        if mismatch is None:
             return Index.load(path), False
-        source = manifest.get("source") or {}
-        if explicit and isinstance(source, dict) and source.get("sha256") != fingerprint:
+        if explicit:
             raise IndexStoreError(
-                f"{path} was built from {source.get('path', 'another corpus')}, not {dataset.path}/corpus.jsonl; "
-                "omit --index to use the dataset's own index, or pass --rebuild to replace it"
+                f"{path} does not fit {dataset.path}: {mismatch}; pass the settings it was built with, omit --index "
+                "to use the dataset's own index, or pass --rebuild to replace it"
             )
     report = load_corpus(dataset.path)
     source = {"path": str(dataset.path / "corpus.jsonl"), "sha256": fingerprint}
@@ -207,10 +213,10 @@ def run_eval(
         RagpipeError: an unknown dataset, setup or metric, a malformed reranker spec or
             interpolation weight (all checked before any work), or an index that does not fit.
     """
-    from ragpipe.rerankers.base import parse_spec, split_interpolation
+    from ragpipe.rerankers.base import check_spec
 
     for spec in rerankers:
-        split_interpolation(parse_spec(spec))
+        check_spec(spec)
     if rerank_depth < 1:
         raise QueryError(f"--rerank-depth must be >= 1, got {rerank_depth}")
     metric_names = [m.strip() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
@@ -218,6 +224,8 @@ def run_eval(
         raise QueryError("no metrics given; use e.g. --metrics ndcg@10,recall@100")
     cutoff = max(100, *(parse_metric(m).k for m in metric_names))
     setups = parse_setups(modes, fusion)
+    if rerankers and rerank_stage is not None and rerank_stage not in setups:
+        raise QueryError(f"rerank stage {rerank_stage!r} is not among the evaluated setups ({', '.join(setups)})")
     data = load_dataset(dataset, split)
     needs_dense = any(options.mode != "bm25" for options in setups.values())
     if not needs_dense:
@@ -259,8 +267,6 @@ def run_eval(
         first_stage_results[name] = result
     if rerankers:
         stage = rerank_stage or next((n for n in reversed(list(setups)) if n.startswith("hybrid")), list(setups)[-1])
-        if stage not in first_stage_results:
-            raise QueryError(f"rerank stage {stage!r} is not among the evaluated setups ({', '.join(setups)})")
         scored: dict[str, _Scored] = {}
         for spec in rerankers:
             report.rows.append(_rerank_row(index, data, stage, first_stage_results[stage], report, spec,
@@ -272,7 +278,8 @@ def run_eval(
 class _Scored:
     """Every score a reranker gave in this eval and what giving them cost: rows that differ only
     in the interpolation weight replay the scores (and report the cost measured when they were
-    computed); the model itself is freed once its scoring pass ends."""
+    computed). The reranker is released once its scoring pass ends; an LLM's weights stay cached
+    in the process for the next spec on the same model, whose +RSS then excludes them."""
 
     cache: object  # ragpipe.rerankers.base.ScoreCache
     timings: dict[str, float]
@@ -281,14 +288,16 @@ class _Scored:
 
 def _rerank_row(index: Index, data: Dataset, stage: str, first, report: EvalReport, spec_text: str, depth: int,
                 metric_names: list[str], runs_path: Path, progress: bool, scored: dict[str, _Scored]) -> SetupResult:
-    from ragpipe.rerankers import load_reranker, parse_spec, rerank_run, split_interpolation
-    from ragpipe.rerankers.base import ScoreCache
+    from ragpipe.rerankers import load_reranker, rerank_run
+    from ragpipe.rerankers.base import ScoreCache, check_spec
     from ragpipe.types import document_text
 
-    spec, weight = split_interpolation(parse_spec(spec_text))
+    spec, weight, spec_depth = check_spec(spec_text)
+    depth = spec_depth or depth
     base = next(row for row in report.rows if row.setup == stage)
     docs = index.documents_by_id(sorted({d for scores in first.run.values() for d in list(scores)}))
-    replay = scored.get(str(spec))
+    key = f"{spec},depth={depth}"  # rows that differ only in the weight replay one scoring pass
+    replay = scored.get(key)
     if replay is None:
         with PeakRSS() as peak:
             cache = ScoreCache(load_reranker(spec))
@@ -303,12 +312,12 @@ def _rerank_row(index: Index, data: Dataset, stage: str, first, report: EvalRepo
                 timings.update(done.timings_ms)
                 meter.update(1)
         cache.release()
-        replay = scored[str(spec)] = _Scored(cache, timings, peak.growth)
+        replay = scored[key] = _Scored(cache, timings, peak.growth)
     interpolation = weight if weight is not None else replay.cache.interpolation
     run = rerank_run({qid: first.run[qid] for qid in data.queries}, data.queries, lambda d: document_text(docs[d]),
                      replay.cache, depth, interpolation=interpolation).run
     timings = replay.timings
-    name = f"{stage} >> {spec}" + (f" (w={interpolation:g})" if interpolation is not None else "")
+    name = f"{stage} >> {key}" + (f" (w={interpolation:g})" if interpolation is not None else "")
     evaluation = evaluate(data.qrels, run, metric_names)
     run_file = runs_path / f"{stage}.rerank-{len(report.rows)}.trec"
     write_run(run, run_file, tag=f"ragpipe-rerank-{len(report.rows)}")

@@ -207,9 +207,9 @@ def train_reranker_command(
     fitted on judged queries the model has not seen in any form.
 
     Raises:
-        QueryError: an option out of range (checked before any work): epochs, negatives or
-            rerank_depth below 1, held_out outside (0, 1), pseudo_queries below 0, max_tokens
-            below 32.
+        QueryError: an option out of range (checked before any work): epochs, negatives,
+            rerank_depth or max_queries below 1, held_out outside (0, 1), pseudo_queries below 0
+            or given with label_free, max_tokens below 32.
         RagpipeError: an unknown kind, ``out`` an existing folder that is not a reranker folder,
             a dataset without the split's judgments, or a model that cannot be loaded.
     """
@@ -228,6 +228,11 @@ def train_reranker_command(
         raise QueryError(f"--held-out is the share of judged queries held out and must be within (0, 1), got {held_out}")
     if pseudo_queries < 0:
         raise QueryError(f"--pseudo-queries must be >= 0, got {pseudo_queries}")
+    if pseudo_queries and label_free:
+        raise QueryError("--pseudo-queries adds titles to judged training; with --label-free every query is a title "
+                         "already (use --max-queries to choose how many)")
+    if max_queries is not None and max_queries < 1:
+        raise QueryError(f"--max-queries must be >= 1, got {max_queries}")
     if max_tokens is not None and max_tokens < 32:
         raise QueryError(f"--max-tokens must be >= 32, got {max_tokens}")
     check_replaceable(Path(out), CONFIG_FILE)
@@ -262,14 +267,13 @@ def train_reranker_command(
                                      held_out=held, **extra)
         reranker = CrossEncoderReranker(str(out))
     else:
-        from ragpipe.rerankers.base import parse_spec
         from ragpipe.rerankers.llm import LLMReranker, train_llm_head
 
         extra = {"layer": layer} if layer is not None else {}
         if max_tokens is not None:
             extra["max_tokens"] = max_tokens
         record = train_llm_head(train, out, model=base_model, held_out_examples=held, **extra)
-        reranker = LLMReranker.from_spec(parse_spec(f"llm:{out}"))
+        reranker = LLMReranker(str(out))
     held_queries = {e.qid: e.query for e in held}
     if label_free:
         held_qrels = {e.qid: {e.qid.split(":", 1)[1]: 1} for e in held}

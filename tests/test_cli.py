@@ -150,3 +150,10 @@ def test_unwritable_index_path_is_one_line(tmp_path, corpus_file):
 def test_rerank_option_errors_are_one_line(index_dir):
     assert_one_line_error(ragpipe("query", str(index_dir), "coffee", "--rerank", "llm,interpolation=abc"), "interpolation")
     assert_one_line_error(ragpipe("query", str(index_dir), "coffee", "--rerank", "splade"), "unknown reranker")
+    # Checked before any model loads: a bad k or depth, an unknown option, a value that does not parse.
+    assert_one_line_error(ragpipe("query", str(index_dir), "coffee", "-k", "0", "--rerank", "llm"), "k must be >= 1")
+    assert_one_line_error(ragpipe("query", str(index_dir), "coffee", "--rerank", "llm", "--rerank-depth", "0"),
+                          "--rerank-depth must be >= 1")
+    assert_one_line_error(ragpipe("query", str(index_dir), "coffee", "--rerank", "cross-encoder,max_token=64"),
+                          "has no option 'max_token'")
+    assert_one_line_error(ragpipe("query", str(index_dir), "coffee", "--rerank", "llm,layer=twelve"), "layer='twelve'")

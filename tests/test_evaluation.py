@@ -66,6 +66,22 @@ def test_eval_refuses_an_index_of_another_corpus(tiny_dataset, tmp_path, small_c
         run_eval(tiny_dataset, index_dir=tmp_path / "other", modes="bm25", runs_dir=tmp_path / "runs")
 
 
+def test_eval_refuses_an_explicit_index_built_with_other_settings(tiny_dataset, tmp_path):
+    from ragpipe.corpus import load_corpus
+    from ragpipe.evaluation import corpus_fingerprint
+    from ragpipe.index import Index, IndexConfig
+
+    target = tmp_path / "bm25-only"
+    source = {"path": str(tiny_dataset / "corpus.jsonl"), "sha256": corpus_fingerprint(tiny_dataset)}
+    built = Index.build(load_corpus(tiny_dataset).documents, target, IndexConfig(dense=None),
+                        source=source)
+    before = (target / "manifest.json").read_bytes()
+    with pytest.raises(IndexStoreError, match="has no dense index.*--rebuild"):
+        run_eval(tiny_dataset, index_dir=target, modes="bm25,dense", runs_dir=tmp_path / "runs")
+    assert (target / "manifest.json").read_bytes() == before  # the user's index is untouched
+    assert Index.load(target).manifest["documents"] == built.manifest["documents"]
+
+
 def test_unknown_setup_and_metric_are_refused(tiny_dataset, tmp_path):
     with pytest.raises(QueryError, match="unknown setup 'splade'"):
         parse_setups("bm25,splade")
@@ -103,7 +119,7 @@ def test_reranked_rows_score_once_and_weight_zero_reproduces_the_first_stage(tin
     assert loads == [model]  # both rows replay one scoring pass
     assert frozen.setup.endswith("(w=0)") and alone.setup.endswith("(w=1)")
     assert frozen.per_query == first.per_query
-    assert read_run(frozen.run_file)["q1"].keys() == read_run(first.run_file)["q1"].keys()
+    assert list(read_run(frozen.run_file)["q1"]) == list(read_run(first.run_file)["q1"])
     assert frozen.latency_ms == alone.latency_ms and frozen.latency_ms["rerank"]["p50"] > 0
     with pytest.raises(QueryError, match="interpolation='1.5' must be a number within"):
         run_eval(tiny_dataset, index_dir=tmp_path / "index", modes="bm25", runs_dir=tmp_path / "runs",

@@ -36,10 +36,24 @@ def test_spec_parsing():
         parse_spec("llm,layer")
 
 
+def test_check_spec_takes_out_depth_and_interpolation_and_checks_backend_options():
+    from ragpipe.rerankers.base import check_spec
+
+    spec, weight, depth = check_spec("llm:models/head,depth=20,interpolation=0.3,layer=18")
+    assert (spec.model, spec.options, weight, depth) == ("models/head", {"layer": "18"}, 0.3, 20)
+    assert check_spec("cross-encoder:m")[1:] == (None, None)
+    with pytest.raises(QueryError, match="depth='0' must be a whole number >= 1"):
+        check_spec("llm,depth=0")
+    with pytest.raises(QueryError, match="has no option 'max_token'"):
+        check_spec("cross-encoder:m,max_token=64")
+    with pytest.raises(QueryError, match="layer='twelve'"):
+        check_spec("llm,layer=twelve")
+
+
 def test_rerank_reorders_the_head_and_keeps_the_tail_below():
-    run = {"q": {"a": 4.0, "b": 3.0, "c": 2.0, "d": 1.0}}
+    run = {"q": {"c": 4.0, "b": 3.0, "a": 2.0, "d": 1.0}}
     out = rerank_run(run, {"q": "red apple pie"}, DOCS.__getitem__, WordOverlap(), depth=3).run["q"]
-    # head a, b, c rescored: a=2, b=2, c=0 -> a, b (tie by doc id), c; tail d stays below
+    # head c, b, a rescored: a=2, b=2, c=0 -> a, b (tie by doc id), c; tail d stays below
     assert [d for d, _ in sorted(out.items(), key=lambda kv: (-kv[1], kv[0]))] == ["a", "b", "c", "d"]
     assert out["d"] < min(out["a"], out["b"], out["c"])
 

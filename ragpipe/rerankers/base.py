@@ -114,6 +114,35 @@ def check_options(spec: RerankerSpec, allowed: Mapping[str, Callable[[str], obje
     return out
 
 
+def check_spec(text: str) -> tuple[RerankerSpec, float | None, int | None]:
+    """Parse a spec and check its options against the backend's, without loading a model.
+
+    Two options belong to reranking rather than to a backend and are taken out: ``interpolation=W``
+    (see :func:`split_interpolation`) and ``depth=N``, how many first-stage candidates this
+    reranker rescores (so one eval can give a cheap model 50 candidates and a slow one 20).
+    Returns the backend's spec, W and N (None where not given).
+
+    Raises:
+        QueryError: an unknown kind, a malformed or unknown option, a value that does not parse,
+            or a depth below 1.
+    """
+    spec, weight = split_interpolation(parse_spec(text))
+    options = dict(spec.options)
+    depth_text = options.pop("depth", None)
+    depth = None
+    if depth_text is not None:
+        depth = int(depth_text) if depth_text.isdigit() else 0
+        if depth < 1:
+            raise QueryError(f"reranker option depth={depth_text!r} must be a whole number >= 1")
+        spec = RerankerSpec(spec.kind, spec.model, options)
+    if spec.kind == "cross-encoder":
+        from ragpipe.rerankers.cross_encoder import OPTIONS
+    else:
+        from ragpipe.rerankers.llm import OPTIONS
+    check_options(spec, OPTIONS)
+    return spec, weight, depth
+
+
 class ScoreCache:
     """A reranker that remembers every score it gave, per (query, document text): runs that
     differ only in the interpolation weight or the depth replay the scores instead of running the
@@ -130,8 +159,11 @@ class ScoreCache:
         if missing:
             if self.reranker is None:
                 raise RagpipeError(f"reranker {self.name} was released; it cannot score new documents")
-            for document, value in zip(missing, self.reranker.score(query, missing)):
-                self.scores[query, document] = float(value)
+            values = np.asarray(self.reranker.score(query, missing), dtype=np.float64)
+            if values.shape != (len(missing),):
+                raise RagpipeError(f"reranker {self.name} returned {values.shape} scores for {len(missing)} documents")
+            for document, value in zip(missing, values.tolist()):
+                self.scores[query, document] = value
         return np.array([self.scores[query, d] for d in documents])
 
     def release(self) -> None:

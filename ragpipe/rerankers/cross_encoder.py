@@ -198,9 +198,16 @@ def _load(folder: Path, **config_overrides):
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()  # "newly initialized head" warnings are expected when training
     try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(str(folder))
+        # A trained classifier keeps its own outputs (one logit, or two classes read by _relevance);
+        # a plain encoder (e.g. the bundled MiniLM) gets a new one-logit head to train.
+        trained_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+        labels = {} if trained_head else {"num_labels": 1}
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        model = AutoModelForSequenceClassification.from_pretrained(str(folder), num_labels=1, **config_overrides)
-    except (OSError, ValueError) as exc:
+        model = AutoModelForSequenceClassification.from_pretrained(str(folder), **labels, **config_overrides)
+    except (OSError, ValueError, RuntimeError) as exc:
         raise ModelError(f"cannot load a cross-encoder from {folder}: {str(exc).splitlines()[0]}") from exc
     model.eval()
     return tokenizer, model
