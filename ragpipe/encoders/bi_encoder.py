@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ragpipe.errors import MissingDependencyError, ModelError
+from ragpipe.errors import MissingDependencyError, ModelError, QueryError
 from ragpipe.models import DEFAULT_ENCODER, canonical_name, resolve_model, weights_fingerprint
 from ragpipe.progress import Progress
 
@@ -61,9 +61,7 @@ class BiEncoder:
         if query_backend not in ("auto", "numpy", "torch"):
             raise ModelError(f"query_backend must be auto, numpy or torch, not {query_backend!r}")
         self.query_backend = query_backend
-        if precision not in ("auto", "fp32", "bf16"):
-            raise ModelError(f"precision must be auto, fp32 or bf16, not {precision!r}")
-        self.precision = ("bf16" if cpu_has_native_bf16() else "fp32") if precision == "auto" else precision
+        self.precision = resolve_precision(precision)
         st_config = _read_json(self.folder / "sentence_bert_config.json")
         pooling_config = _read_json(self.folder / "1_Pooling" / "config.json")
         model_config = _read_json(self.folder / "config.json")
@@ -180,6 +178,17 @@ class BiEncoder:
             out[rows] = self._encode_torch([texts[i] for i in rows], self.precision)
             meter.update(len(rows))
         return out
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` becomes bf16 where the CPU computes it natively, else fp32; fp32 and bf16 stay.
+
+    Raises:
+        QueryError: any other value.
+    """
+    if precision not in ("auto", "fp32", "bf16"):
+        raise QueryError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+    return ("bf16" if cpu_has_native_bf16() else "fp32") if precision == "auto" else precision
 
 
 def cpu_has_native_bf16() -> bool:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ragpipe.encoders.bi_encoder import resolve_precision
 from ragpipe.errors import MissingDependencyError, ModelError, QueryError
 from ragpipe.rerankers.base import RerankerSpec, check_options, publish_reranker, read_settings
 
@@ -150,15 +151,6 @@ def _model_limit(tokenizer, fallback: int) -> int:
 def _groups(examples, group_size: int) -> list[tuple[str, str, list[str]]]:
     """(query, positive, up to ``group_size - 1`` negatives) for every positive that has negatives."""
     return [(ex.query, pos, ex.negatives[: group_size - 1]) for ex in examples for pos in ex.positives if ex.negatives]
-
-
-def resolve_precision(precision: str) -> str:
-    """``auto`` becomes bf16 where the CPU computes it natively, else fp32."""
-    from ragpipe.encoders.bi_encoder import cpu_has_native_bf16
-
-    if precision not in ("auto", "fp32", "bf16"):
-        raise QueryError(f"precision must be auto, fp32 or bf16, not {precision!r}")
-    return ("bf16" if cpu_has_native_bf16() else "fp32") if precision == "auto" else precision
 
 
 class _PairTemplate:

@@ -86,7 +86,6 @@ FORMAT_VERSION = 1
 
 METHODS = ("hidden-cosine", "yesno", "query-likelihood", "head")
 POOLINGS = ("mean", "last")
-PRECISIONS = ("auto", "fp32", "bf16")
 # Zero-shot, query likelihood ranks best of the three (SciFact train, 40 queries: nDCG@10 0.54-0.58
 # vs 0.46 hidden-cosine and 0.21 yes/no; the hybrid first stage 0.645).
 DEFAULT_METHOD = "query-likelihood"
@@ -445,8 +444,6 @@ class LLMReranker:
         pooling = pooling or DEFAULT_POOLING.get(method, "last")
         if pooling not in POOLINGS:
             raise QueryError(f"unknown pooling {pooling!r}; use mean or last")
-        if precision not in PRECISIONS:
-            raise QueryError(f"precision must be auto, fp32 or bf16, not {precision!r}")
         max_tokens = DEFAULT_MAX_TOKENS_BY_METHOD[method] if max_tokens is None else max_tokens
         if max_tokens < 32:
             raise QueryError(f"max_tokens must be at least 32, got {max_tokens}")
@@ -455,12 +452,12 @@ class LLMReranker:
         if threads is not None and threads < 1:
             raise QueryError(f"threads must be at least 1, got {threads}")
 
+        from ragpipe.encoders.bi_encoder import resolve_precision
+
+        self.precision = resolve_precision(precision)
         import torch
 
-        from ragpipe.encoders.bi_encoder import cpu_has_native_bf16
-
         _set_threads(threads)
-        self.precision = ("bf16" if cpu_has_native_bf16() else "fp32") if precision == "auto" else precision
         self.lm = load_lm(str(folder), self.precision)
         top = self.lm.num_layers
         if layer is None:  # the method's default, or the top layer of a model shallower than it
