@@ -2,7 +2,8 @@
 # Second-stage comparison: the SciFact-trained cross-encoder (top 50) and LLM head (top 20)
 # reranking the hybrid-weighted first stage on all four collections, without retraining, plus any
 # extra --rerank specs given as arguments. Each model scores once per eval; its interpolated row
-# and its model-alone row replay the same scores. Train the models first (on 2 cores):
+# and its model-alone row replay the same scores. LLM= (empty) leaves the LLM rows out (they cost
+# ~3 s a query on 2 cores). Train the models first (on 2 cores):
 #   .venv/bin/ragpipe train-reranker scifact --out models/scifact-ce --epochs 1 --max-tokens 128 \
 #       --pseudo-queries 1000 --held-out 0.15
 #   .venv/bin/ragpipe train-reranker scifact --kind llm-head --layer 18 --out models/scifact-llm-head \
@@ -12,12 +13,12 @@ cd "$(dirname "$0")/.."
 export RAGPIPE_DATA="${RAGPIPE_DATA:-$(cd .. && pwd)/shared/datasets}"
 RAGPIPE="${RAGPIPE:-.venv/bin/ragpipe}"
 CE="${CE:-models/scifact-ce}"
-LLM="${LLM:-models/scifact-llm-head}"
+LLM="${LLM-models/scifact-llm-head}"
 extra=()
+if [ -n "$LLM" ]; then extra+=(--rerank "llm:$LLM,depth=20" --rerank "llm:$LLM,depth=20,interpolation=1"); fi
 for spec in "$@"; do extra+=(--rerank "$spec"); done
 for dataset in ${DATASETS:-scifact nfcorpus-preproc cranfield cisi}; do
   "$RAGPIPE" eval "$dataset" --modes bm25,dense,hybrid-rrf,hybrid-weighted \
-    --rerank "cross-encoder:$CE" --rerank "cross-encoder:$CE,interpolation=1" \
-    --rerank "llm:$LLM,depth=20" --rerank "llm:$LLM,depth=20,interpolation=1" ${extra[@]+"${extra[@]}"} \
+    --rerank "cross-encoder:$CE" --rerank "cross-encoder:$CE,interpolation=1" ${extra[@]+"${extra[@]}"} \
     --runs-dir "runs/$dataset-rerank" --output "eval/results/rerank-$dataset.json" | tee "eval/results/rerank-$dataset.txt"
 done
