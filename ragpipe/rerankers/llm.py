@@ -74,6 +74,7 @@ from pathlib import Path
 import numpy as np
 
 from ragpipe._files import check_replaceable
+from ragpipe.encoders.bi_encoder import resolve_precision
 from ragpipe.errors import MissingDependencyError, ModelError, QueryError
 from ragpipe.rerankers.base import CONFIG_FILE, RerankerSpec, check_options, publish_reranker, read_settings
 
@@ -451,8 +452,6 @@ class LLMReranker:
             raise QueryError(f"batch_size must be at least 1, got {batch_size}")
         if threads is not None and threads < 1:
             raise QueryError(f"threads must be at least 1, got {threads}")
-
-        from ragpipe.encoders.bi_encoder import resolve_precision
 
         self.precision = resolve_precision(precision)
         import torch
