@@ -181,6 +181,12 @@ class _PairTemplate:
         return ids, [self.first_type] * head + [self.second_type] * (len(ids) - head)
 
 
+def _has_trained_head(config) -> bool:
+    """Whether a model folder's config was saved as a sequence classifier (a trained cross-encoder),
+    not a plain encoder that needs a new head."""
+    return any(name.endswith("ForSequenceClassification") for name in (config.architectures or []))
+
+
 def _load(folder: Path, **config_overrides):
     try:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -195,8 +201,7 @@ def _load(folder: Path, **config_overrides):
         config = AutoConfig.from_pretrained(str(folder))
         # A trained classifier keeps its own outputs (one logit, or two classes read by _relevance);
         # a plain encoder (e.g. the bundled MiniLM) gets a new one-logit head to train.
-        trained_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
-        labels = {} if trained_head else {"num_labels": 1}
+        labels = {} if _has_trained_head(config) else {"num_labels": 1}
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
         model = AutoModelForSequenceClassification.from_pretrained(str(folder), **labels, **config_overrides)
     except (OSError, ValueError, RuntimeError) as exc:
@@ -295,7 +300,7 @@ def train_cross_encoder(
     steps_per_epoch = math.ceil(len(groups) / groups_per_step)
     total_steps = steps_per_epoch * epochs
     # A base model saved as a sequence classifier (a trained cross-encoder) already has its head.
-    fresh_head = not any("ForSequenceClassification" in name for name in (model.config.architectures or []))
+    fresh_head = not _has_trained_head(model.config)
     head = [p for n, p in model.named_parameters()
             if fresh_head and n.startswith(("classifier", "score", "pre_classifier", "bert.pooler", "pooler"))]
     head_ids = {id(p) for p in head}
