@@ -251,6 +251,7 @@ def train_reranker(
     epochs: int = typer.Option(2, "--epochs", help="Passes over the training groups (cross-encoder)."),
     negatives: int = typer.Option(7, "--negatives", help="Hard negatives per positive, mined from the hybrid first stage."),
     layer: Optional[int] = typer.Option(None, "--layer", help="LLM layer whose hidden state feeds the head (llm-head)."),
+    pooling: Optional[str] = typer.Option(None, "--pooling", help="last or mean: how the head pools the layer's states (llm-head; default last)."),
     max_queries: Optional[int] = typer.Option(None, "--max-queries", help="Train on at most this many queries (a quick run)."),
     rerank_depth: int = typer.Option(50, "--rerank-depth", help="Candidates used when fitting the interpolation weight."),
     index_dir: Optional[Path] = typer.Option(None, "--index", help="Index of the dataset's corpus (default: indexes/<dataset>)."),
@@ -263,7 +264,7 @@ def train_reranker(
 
     summary = train_reranker_command(
         dataset, out, kind=kind, split=split, label_free=label_free, base_model=base_model, epochs=epochs,
-        negatives=negatives, layer=layer, max_queries=max_queries, rerank_depth=rerank_depth, index_dir=index_dir,
+        negatives=negatives, layer=layer, pooling=pooling, max_queries=max_queries, rerank_depth=rerank_depth, index_dir=index_dir,
         pseudo_queries=pseudo_queries, held_out=held_out, max_tokens=max_tokens,
     )
     typer.echo(summary)

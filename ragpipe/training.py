@@ -189,6 +189,7 @@ def train_reranker_command(
     epochs: int = 2,
     negatives: int = 7,
     layer: int | None = None,
+    pooling: str | None = None,
     max_queries: int | None = None,
     rerank_depth: int = 50,
     index_dir: str | Path | None = None,
@@ -209,7 +210,8 @@ def train_reranker_command(
     Raises:
         QueryError: an option out of range (checked before any work): epochs, negatives,
             rerank_depth or max_queries below 1, held_out outside (0, 1), pseudo_queries below 0
-            or given with label_free, max_tokens below 32.
+            or given with label_free, max_tokens below 32, a pooling other than last / mean or
+            given for a cross-encoder.
         RagpipeError: an unknown kind, ``out`` an existing folder that is not a reranker folder,
             a dataset without the split's judgments, or a model that cannot be loaded.
     """
@@ -235,6 +237,10 @@ def train_reranker_command(
         raise QueryError(f"--max-queries must be >= 1, got {max_queries}")
     if max_tokens is not None and max_tokens < 32:
         raise QueryError(f"--max-tokens must be >= 32, got {max_tokens}")
+    if pooling is not None and kind != "llm-head":
+        raise QueryError("--pooling applies to --kind llm-head only")
+    if pooling is not None and pooling not in ("last", "mean"):
+        raise QueryError(f"--pooling must be last or mean, got {pooling!r}")
     check_replaceable(Path(out), CONFIG_FILE)
     if label_free:
         from ragpipe.datasets import Dataset
@@ -272,6 +278,8 @@ def train_reranker_command(
         extra = {"layer": layer} if layer is not None else {}
         if max_tokens is not None:
             extra["max_tokens"] = max_tokens
+        if pooling is not None:
+            extra["pooling"] = pooling
         record = train_llm_head(train, out, model=base_model, held_out_examples=held, **extra)
         reranker = LLMReranker(str(out))
     held_queries = {e.qid: e.query for e in held}

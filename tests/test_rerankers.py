@@ -235,6 +235,7 @@ def test_pseudo_queries_skip_excluded_documents(tmp_path, small_corpus):
     ("--held-out", "1", "--held-out is the share"),
     ("--max-tokens", "8", "--max-tokens must be >= 32"),
     ("--epochs", "0", "--epochs must be >= 1"),
+    ("--pooling", "mean", "--pooling applies to --kind llm-head only"),
 ])
 def test_train_reranker_refuses_bad_options_in_one_line_before_any_work(tmp_path, option, value, message):
     import subprocess
