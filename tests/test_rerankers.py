@@ -246,3 +246,22 @@ def test_train_reranker_refuses_bad_options_in_one_line_before_any_work(tmp_path
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2 and len(lines) == 1 and message in lines[0], done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_of_the_other_kind_names_the_spec_to_use(tmp_path):
+    import json
+
+    from ragpipe.errors import ModelError
+    from ragpipe.rerankers.cross_encoder import CrossEncoderReranker
+    from ragpipe.rerankers.llm import resolve_llm
+
+    head = tmp_path / "head"
+    head.mkdir()
+    (head / "reranker.json").write_text(json.dumps({"kind": "llm-head"}))
+    with pytest.raises(ModelError, match=f"not a cross-encoder; use llm:{head}"):
+        CrossEncoderReranker(str(head))
+    ce = tmp_path / "ce"
+    ce.mkdir()
+    (ce / "reranker.json").write_text(json.dumps({"kind": "cross-encoder"}))
+    with pytest.raises(ModelError, match=f"not an LLM head; use cross-encoder:{ce}"):
+        resolve_llm(str(ce))

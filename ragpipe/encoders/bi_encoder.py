@@ -102,9 +102,9 @@ class BiEncoder:
                 from sentence_transformers import SentenceTransformer
             except ImportError as exc:
                 raise MissingDependencyError("encoding needs sentence-transformers: pip install sentence-transformers") from exc
-            from transformers.utils import logging as hf_logging
+            from ragpipe.models import quiet_transformers
 
-            hf_logging.disable_progress_bar()  # a weight-loading bar per start is noise in a CLI
+            quiet_transformers()
             try:
                 self._st_model = SentenceTransformer(str(self.folder), device="cpu")
             except Exception as exc:  # ST raises OSError/ValueError/RuntimeError for broken folders

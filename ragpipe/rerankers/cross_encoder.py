@@ -67,6 +67,11 @@ class CrossEncoderReranker:
 
     def __init__(self, model: str, max_tokens: int | None = None, max_passages: int = 1, batch_size: int = 32,
                  precision: str = "auto", overlap: int | None = None):
+        local = Path(model).expanduser()
+        kind = read_settings(local).get("kind", "cross-encoder") if local.is_dir() else "cross-encoder"
+        if kind != "cross-encoder":  # e.g. an LLM head folder, which has no config.json of its own
+            raise ModelError(f"{local} holds a {kind!r} reranker, not a cross-encoder; "
+                             f"use {'llm' if kind == 'llm-head' else kind}:{model}")
         self.folder = _resolve(model)
         self.settings = read_settings(self.folder)
         self.precision = resolve_precision(precision)
@@ -190,11 +195,11 @@ def _has_trained_head(config) -> bool:
 def _load(folder: Path, **config_overrides):
     try:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
-        from transformers.utils import logging as hf_logging
     except ImportError as exc:  # pragma: no cover - transformers is a core dependency
         raise MissingDependencyError("cross-encoders need transformers: reinstall ragpipe (pip install ragpipe)") from exc
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()  # "newly initialized head" warnings are expected when training
+    from ragpipe.models import quiet_transformers
+
+    quiet_transformers()
     try:
         from transformers import AutoConfig
 
@@ -342,6 +347,7 @@ def train_cross_encoder(
                 sys.stderr.write(f"epoch {epoch + 1}/{epochs} step {step}/{total_steps} "
                                  f"loss {np.mean(running[-20:]):.4f} ({elapsed:.0f}s elapsed, ETA {eta:.0f}s)\n")
         record["loss"].append(round(float(np.mean(running)), 5))
+        model.eval()  # dropout off: held-out groups are scored as the saved model will score them
         top1 = _held_out_top1(held_out, group_logits, group_size)
         record["held_out_top1"].append(top1)
         if progress:

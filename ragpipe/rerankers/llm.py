@@ -170,10 +170,10 @@ def _convert_gguf(source: Path, target: Path, stamp: dict) -> None:
             )
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    from ragpipe.models import quiet_transformers
+
+    quiet_transformers()
     sys.stderr.write(f"converting the bundled {DEFAULT_LLM} GGUF to {target} (once, ~20 s)\n")
     try:
         quantized = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name)
@@ -250,11 +250,11 @@ class LoadedLM:
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
-            from transformers.utils import logging as hf_logging
         except ImportError as exc:  # pragma: no cover - torch and transformers are core dependencies
             raise MissingDependencyError("LLM reranking needs torch and transformers: pip install ragpipe") from exc
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
+        from ragpipe.models import quiet_transformers
+
+        quiet_transformers()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
             # bfloat16 weights, not float32 ones under autocast: autocast re-casts every weight on
