@@ -265,3 +265,26 @@ def test_a_folder_of_the_other_kind_names_the_spec_to_use(tmp_path):
     (ce / "reranker.json").write_text(json.dumps({"kind": "cross-encoder"}))
     with pytest.raises(ModelError, match=f"not an LLM head; use cross-encoder:{ce}"):
         resolve_llm(str(ce))
+
+
+def test_scores_match_sentence_transformers_cross_encoder_where_nothing_is_cut(encoder, tmp_path):
+    """Parity with the library the issue names: on pairs that fit, our own tokenisation and
+    batching give sentence-transformers' CrossEncoder logits. (We score with transformers directly
+    to cut only document tokens and to score a long document by its best window; see the module.)"""
+    import torch
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = tmp_path / "ce"
+    torch.manual_seed(0)  # a seeded head: both libraries then read the same saved classifier
+    AutoModelForSequenceClassification.from_pretrained(str(encoder.folder), num_labels=1).save_pretrained(str(folder))
+    AutoTokenizer.from_pretrained(str(encoder.folder)).save_pretrained(str(folder))
+    query = "statins lower the risk of heart attacks"
+    documents = ["Statin therapy reduced myocardial infarction by a third in a large randomised trial.",
+                 "Glaciers carve valleys as they flow downhill.",
+                 "Cholesterol lowering drugs and cardiovascular outcomes in older adults: a cohort study of 9,000 people."]
+    ours = CrossEncoderReranker(str(folder), max_tokens=128, precision="fp32").score(query, documents)
+    reference = CrossEncoder(str(folder), device="cpu", max_length=128).predict(
+        [(query, d) for d in documents], activation_fn=torch.nn.Identity())
+    assert np.allclose(ours, reference, atol=1e-4), (ours, reference)
+    assert np.ptp(reference) > 1e-3  # the seeded head does tell the documents apart

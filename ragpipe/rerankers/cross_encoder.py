@@ -7,7 +7,10 @@ that each fit beside the query; the ``max_passages`` windows (default 1) that sh
 tokens with the query are scored, and the document scores as the best of them. Selecting windows
 lexically keeps the cost at ``max_passages`` model inputs per document however long it is.
 
-Any Hugging Face sequence-classification checkpoint works (hub name or folder). No trained
+Any Hugging Face sequence-classification checkpoint works (hub name or folder). Pairs are
+tokenised and batched here rather than by sentence-transformers' ``CrossEncoder`` because its
+truncation can cut query tokens and it has no windows; on pairs that fit, the logits match its
+``predict`` (a parity test in ``tests/test_rerankers.py``). No trained
 cross-encoder ships in a PyPI package, so offline the way to get one is
 :func:`train_cross_encoder` (``ragpipe train-reranker``), which starts from the bundled
 all-MiniLM-L6-v2 encoder weights with a new scoring head.
