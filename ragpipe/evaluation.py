@@ -16,6 +16,7 @@ import numpy as np
 
 from ragpipe.corpus import load_corpus
 from ragpipe.datasets import Dataset, load_dataset
+from ragpipe.encoders.bi_encoder import machine_summary
 from ragpipe.errors import IndexStoreError, QueryError
 from ragpipe.index import Index, IndexConfig, SearchOptions, read_manifest
 from ragpipe._files import atomic_write_text, sha256_file
@@ -60,6 +61,7 @@ class EvalReport:
     index_path: str
     index_built_now: bool
     rows: list[SetupResult] = field(default_factory=list)
+    machine: str = ""  # where the latencies were measured (machine_summary)
 
     def to_json(self) -> dict:
         return {
@@ -67,6 +69,7 @@ class EvalReport:
             "split": self.split,
             "num_queries": self.num_queries,
             "index": {"path": self.index_path, "built_now": self.index_built_now},
+            "machine": self.machine,
             "rows": [
                 {
                     "setup": row.setup,
@@ -108,6 +111,8 @@ class EvalReport:
             return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
 
         title = f"{self.dataset} ({self.split}, {self.num_queries} judged queries)"
+        if self.machine:
+            title += f"; latency on {self.machine}"
         return "\n".join([title, fmt(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, lines)])
 
 
@@ -235,7 +240,7 @@ def run_eval(
     )
     runs_path = Path(runs_dir) if runs_dir else Path("runs") / data.name
     runs_path.mkdir(parents=True, exist_ok=True)
-    report = EvalReport(data.name, split, len(data.queries), str(index.path), built)
+    report = EvalReport(data.name, split, len(data.queries), str(index.path), built, machine=machine_summary())
     first_stage_results = {}
     for name, options in setups.items():
         options = replace(options, depth=search.depth, rrf_k=search.rrf_k, dense_weight=search.dense_weight)

@@ -44,10 +44,11 @@ def test_eval_compares_setups_and_writes_runs_and_json(tiny_dataset, tmp_path):
         assert list(run["q1"])[0] == "d04"
     assert "encode" in report.rows[2].latency_ms and "fusion" in report.rows[2].latency_ms
     table = report.table()
-    assert "tiny (test, 3 judged queries)" in table and "hybrid-rrf" in table
+    assert "tiny (test, 3 judged queries); latency on " in table and "hybrid-rrf" in table
+    assert " CPUs, " in report.machine and report.machine.endswith(("models in fp32", "models in bf16"))
     write_report(report, tmp_path / "out.json")
     saved = json.loads((tmp_path / "out.json").read_text())
-    assert saved["dataset"] == "tiny"
+    assert saved["dataset"] == "tiny" and saved["machine"] == report.machine
     assert saved["rows"][0]["setup"] == "bm25" and "p50" in saved["rows"][0]["latency_ms"]
     assert saved["rows"][0]["metrics"]["ndcg@10"] == pytest.approx(1.0)
 

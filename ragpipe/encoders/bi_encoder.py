@@ -194,15 +194,39 @@ def resolve_precision(precision: str) -> str:
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (Intel AMX or AVX512-BF16), read from Linux's
     /proc/cpuinfo. Elsewhere False: emulated bfloat16 is slower than float32."""
+    return bool(_cpu_info()[1] & {"amx_bf16", "avx512_bf16"})
+
+
+def _cpu_info() -> tuple[str, set[str]]:
+    """(CPU model name, feature flags) from Linux's /proc/cpuinfo; ("", set()) elsewhere."""
+    model, flags = "", set()
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"amx_bf16", "avx512_bf16"})
-    except OSError:  # not Linux, or /proc unavailable: assume no native bf16
-        return False
-    return False
+                if line.startswith("model name") and not model:
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    return model, set(line.split(":", 1)[1].split())
+    except OSError:  # not Linux, or /proc unavailable
+        pass
+    return model, flags
+
+
+def machine_summary() -> str:
+    """What latencies measured here depend on, in one line: CPU model, the CPUs this process may
+    use, its vector features, and the precision ``auto`` picks (e.g. "AMD EPYC, 2 CPUs, avx2,
+    models in fp32")."""
+    import os
+    import platform
+
+    model, flags = _cpu_info()
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    vector = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return (f"{model or platform.processor() or platform.machine()}, {cpus} CPUs, {'/'.join(vector) or 'no avx2'}, "
+            f"models in {resolve_precision('auto')}")
 
 
 def _read_json(path: Path) -> dict:
