@@ -3,11 +3,11 @@
 # reranking the hybrid-weighted first stage on all four collections, without retraining, plus any
 # extra --rerank specs given as arguments. Each model scores once per eval; its interpolated row
 # and its model-alone row replay the same scores. LLM= (empty) leaves the LLM rows out (they cost
-# ~1.5 s a query on 2 cores). Train the models first (on 2 cores):
+# ~2.5 s a query on 2 AVX2 cores). Train the models first (on 2 cores):
 #   .venv/bin/ragpipe train-reranker scifact --out models/scifact-ce --epochs 2 --max-tokens 128 \
 #       --pseudo-queries 1000 --held-out 0.15
 #   .venv/bin/ragpipe train-reranker scifact --kind llm-head --layer 18 --pooling mean --max-tokens 128 \
-#       --out models/scifact-llm-head --rerank-depth 20 --held-out 0.15
+#       --max-queries 400 --held-out 0.2 --out models/scifact-llm-head --rerank-depth 20
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RAGPIPE_DATA="${RAGPIPE_DATA:-$(cd .. && pwd)/shared/datasets}"
