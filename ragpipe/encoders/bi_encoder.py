@@ -212,18 +212,24 @@ def _cpu_info() -> tuple[str, set[str]]:
     return model, flags
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity on Linux, else all of them)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def machine_summary() -> str:
     """What latencies measured here depend on, in one line: CPU model, the CPUs this process may
     use, its vector features, and the precision ``auto`` picks (e.g. "AMD EPYC, 2 CPUs, avx2,
     models in fp32")."""
-    import os
     import platform
 
     model, flags = _cpu_info()
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
+    cpus = available_cpus()
     vector = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
     return (f"{model or platform.processor() or platform.machine()}, {cpus} CPUs, {'/'.join(vector) or 'no avx2'}, "
             f"models in {resolve_precision('auto')}")

@@ -74,7 +74,7 @@ from pathlib import Path
 import numpy as np
 
 from ragpipe._files import check_replaceable
-from ragpipe.encoders.bi_encoder import resolve_precision
+from ragpipe.encoders.bi_encoder import available_cpus, resolve_precision
 from ragpipe.errors import MissingDependencyError, ModelError, QueryError
 from ragpipe.rerankers.base import (CONFIG_FILE, RerankerSpec, check_kind, check_options, publish_reranker,
                                     read_settings)
@@ -627,10 +627,7 @@ def _set_threads(threads: int | None) -> None:
     if threads is not None:
         torch.set_num_threads(threads)
         return
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        available = os.cpu_count() or 1
+    available = available_cpus()
     if torch.get_num_threads() > available:  # more threads than cores only adds contention
         torch.set_num_threads(available)
 
