@@ -122,14 +122,22 @@ def test_a_prompt_with_no_room_for_the_document_is_refused():
 
 
 def _count_block_calls(reranker, call):
-    calls = []
-    handles = [block.register_forward_hook(lambda *_: calls.append(1)) for block in reranker.lm.blocks]
+    """How many times each decoder block ran during ``call`` (index: block number - 1)."""
+    calls = [0] * reranker.lm.num_layers
+
+    def counter(index):
+        def hook(*_):
+            calls[index] += 1
+
+        return hook
+
+    handles = [block.register_forward_hook(counter(i)) for i, block in enumerate(reranker.lm.blocks)]
     try:
         call()
     finally:
         for handle in handles:
             handle.remove()
-    return len(calls)
+    return calls
 
 
 @pytest.mark.parametrize("method,layer", [("hidden-cosine", 5), ("yesno", 7), ("query-likelihood", 3)])
@@ -138,8 +146,12 @@ def test_the_forward_pass_stops_at_the_chosen_layer(method, layer):
 
     reranker = LLMReranker(method=method, layer=layer, max_tokens=96)
     assert reranker.lm.num_layers == 30
-    # One batch (all candidates and, for hidden-cosine, the query together) runs `layer` blocks.
-    assert _count_block_calls(reranker, lambda: reranker.score(QUERY, SHORT_DOCUMENTS)) == layer
+    # One batch (all candidates and, for hidden-cosine, the query together) runs blocks 1..layer,
+    # each once per pass (two passes where the prompts' shared start runs on its own), none above.
+    calls = _count_block_calls(reranker, lambda: reranker.score(QUERY, SHORT_DOCUMENTS))
+    passes = calls[0]
+    assert passes in (1, 2)
+    assert calls == [passes] * layer + [0] * (30 - layer)
 
 
 def test_yesno_by_default_reads_the_top_layer_through_every_block():
@@ -147,7 +159,7 @@ def test_yesno_by_default_reads_the_top_layer_through_every_block():
 
     reranker = LLMReranker(method="yesno", max_tokens=96)
     assert reranker.layer == 30
-    assert _count_block_calls(reranker, lambda: reranker.score(QUERY, SHORT_DOCUMENTS[:1])) == 30
+    assert _count_block_calls(reranker, lambda: reranker.score(QUERY, SHORT_DOCUMENTS[:1])) == [1] * 30
 
 
 @pytest.mark.parametrize("layer", [1, 7, 12, 29, 30])
@@ -171,6 +183,45 @@ def test_a_batch_scores_each_document_as_if_it_were_alone():
         together = reranker.score(QUERY, [HUGE_DOCUMENT, *SHORT_DOCUMENTS])  # padded to the longest
         alone = [reranker.score(QUERY, [doc])[0] for doc in [HUGE_DOCUMENT, *SHORT_DOCUMENTS]]
         np.testing.assert_allclose(together, alone, atol=1e-4, err_msg=f"{method} {pooling}")
+
+
+@pytest.mark.parametrize("method,pooling", [("yesno", None), ("query-likelihood", None), ("hidden-cosine", "mean")])
+def test_running_the_shared_prompt_start_once_leaves_the_scores_unchanged(method, pooling):
+    from ragpipe.rerankers.llm import LLMReranker
+
+    documents = [HUGE_DOCUMENT, *SHORT_DOCUMENTS, "Hip fractures.", SHORT_DOCUMENTS[0] * 3]
+    options = dict(method=method, layer=6, pooling=pooling, max_tokens=96, precision="fp32", batch_size=4)
+    shared = LLMReranker(**options)
+    plain = LLMReranker(**options, share_prefix=False)
+    np.testing.assert_allclose(shared.score(QUERY, documents), plain.score(QUERY, documents), atol=1e-4)
+    if method != "hidden-cosine":  # the joint states a head reads, both poolings
+        for pooling_name in ("mean", "last"):
+            np.testing.assert_allclose(
+                shared.joint_features(QUERY, documents, poolings=[pooling_name])[pooling_name][6],
+                plain.joint_features(QUERY, documents, poolings=[pooling_name])[pooling_name][6], atol=1e-4)
+
+
+def test_the_shared_prompt_start_runs_once_per_batch(llm_reranker):
+    from ragpipe.rerankers.llm import LLMReranker
+
+    def tokens_through_first_block(reranker):
+        seen = []
+        handle = reranker.lm.blocks[0].register_forward_hook(lambda module, args, output: seen.append(args[0].shape[:2]))
+        try:
+            reranker.score(QUERY, SHORT_DOCUMENTS)
+        finally:
+            handle.remove()
+        return seen
+
+    prompts = llm_reranker.encode_prompts(QUERY, SHORT_DOCUMENTS)
+    longest = max(len(p.ids) for p in prompts)
+    plain = tokens_through_first_block(LLMReranker(method="yesno", max_tokens=96, share_prefix=False))
+    assert [tuple(shape) for shape in plain] == [(3, longest)]
+    prefix, rows = tokens_through_first_block(llm_reranker)
+    # the chat header, the instruction's start and the whole query run once, then each row's rest
+    query_tokens = len(llm_reranker.lm.tokenizer(QUERY, add_special_tokens=False)["input_ids"])
+    assert prefix[0] == 1 and prefix[1] > query_tokens
+    assert tuple(rows) == (3, longest - prefix[1])
 
 
 def _scifact_examples(data_dir, count: int, negatives: int, seed: int = 5):
@@ -259,6 +310,7 @@ def test_a_folder_of_another_reranker_kind_is_refused(tmp_path):
         ("llm,method=yesno,pooling=last", "pooling applies to"),
         ("llm,precision=fp16", "precision must be"),
         ("llm,max_tokens=8", "max_tokens must be at least"),
+        ("llm,share_prefix=maybe", "share_prefix='maybe'"),
     ],
 )
 def test_bad_options_are_query_errors(spec, message):

@@ -114,6 +114,16 @@ def check_options(spec: RerankerSpec, allowed: Mapping[str, Callable[[str], obje
     return out
 
 
+def parse_flag(value: str) -> bool:
+    """A yes/no option value: 1, true, yes, on or 0, false, no, off (any case)."""
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected 1/true/yes/on or 0/false/no/off")
+
+
 def check_spec(text: str) -> tuple[RerankerSpec, float | None, int | None]:
     """Parse a spec and check its options against the backend's, without loading a model.
 
