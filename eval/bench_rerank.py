@@ -35,7 +35,7 @@ def _candidates(dataset: str, run_path: str, queries: int, depth: int) -> list[t
     docs = {d.doc_id: d for d in load_corpus(data.path / "corpus.jsonl").documents}
     run = read_run(run_path)
     out = []
-    for qid in list(data.queries)[: queries + 1]:
+    for qid in [q for q in data.queries if run.get(q)][: queries + 1]:  # a query the run left empty is skipped
         top = [doc_id for doc_id, _ in ranked(run[qid])[:depth]]
         out.append((data.queries[qid], [document_text(docs[d]) for d in top]))
     return out
@@ -56,10 +56,11 @@ def _race(setups: dict[str, Callable[[str, Sequence[str]], np.ndarray]], work) -
 def _report(title: str, times: dict[str, list[float]], baseline: str) -> None:
     print(title)
     base = statistics.median(times[baseline])
+    width = max(len(name) for name in times)
     for name, values in times.items():
         p50, p95 = statistics.median(values), float(np.percentile(values, 95))
         tag = "baseline" if name == baseline else f"{base / p50:.2f}x the baseline's speed"
-        print(f"  {name:<64} p50 {p50:7.0f} ms  p95 {p95:7.0f} ms  ({tag})")
+        print(f"  {name:<{width}} p50 {p50:7.0f} ms  p95 {p95:7.0f} ms  ({tag})")
 
 
 def cross_encoder(folder: str, work) -> None:

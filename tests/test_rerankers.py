@@ -52,6 +52,15 @@ def test_check_spec_takes_out_depth_and_interpolation_and_checks_backend_options
         check_spec("llm,layer=twelve")
 
 
+@pytest.mark.parametrize("value,expected", [("1", True), ("on", True), ("True", True), ("yes", True),
+                                            ("0", False), ("off", False), ("FALSE", False), ("no", False)])
+def test_yes_no_options_read_the_usual_spellings(value, expected):
+    from ragpipe.rerankers.base import check_options
+    from ragpipe.rerankers.llm import OPTIONS
+
+    assert check_options(parse_spec(f"llm,share_prefix={value}"), OPTIONS) == {"share_prefix": expected}
+
+
 def test_rerank_reorders_the_head_and_keeps_the_tail_below():
     run = {"q": {"c": 4.0, "b": 3.0, "a": 2.0, "d": 1.0}}
     out = rerank_run(run, {"q": "red apple pie"}, DOCS.__getitem__, WordOverlap(), depth=3).run["q"]

@@ -140,17 +140,15 @@ def _count_block_calls(reranker, call):
     return calls
 
 
-@pytest.mark.parametrize("method,layer", [("hidden-cosine", 5), ("yesno", 7), ("query-likelihood", 3)])
-def test_the_forward_pass_stops_at_the_chosen_layer(method, layer):
+@pytest.mark.parametrize("method,layer,passes", [("hidden-cosine", 5, 1), ("yesno", 7, 2), ("query-likelihood", 3, 2)])
+def test_the_forward_pass_stops_at_the_chosen_layer(method, layer, passes):
     from ragpipe.rerankers.llm import LLMReranker
 
     reranker = LLMReranker(method=method, layer=layer, max_tokens=96)
     assert reranker.lm.num_layers == 30
     # One batch (all candidates and, for hidden-cosine, the query together) runs blocks 1..layer,
-    # each once per pass (two passes where the prompts' shared start runs on its own), none above.
+    # none above: once, or twice where the prompts' shared start runs on its own first.
     calls = _count_block_calls(reranker, lambda: reranker.score(QUERY, SHORT_DOCUMENTS))
-    passes = calls[0]
-    assert passes in (1, 2)
     assert calls == [passes] * layer + [0] * (30 - layer)
 
 
@@ -189,10 +187,16 @@ def test_a_batch_scores_each_document_as_if_it_were_alone():
 def test_running_the_shared_prompt_start_once_leaves_the_scores_unchanged(method, pooling):
     from ragpipe.rerankers.llm import LLMReranker
 
-    documents = [HUGE_DOCUMENT, *SHORT_DOCUMENTS, "Hip fractures.", SHORT_DOCUMENTS[0] * 3]
-    options = dict(method=method, layer=6, pooling=pooling, max_tokens=96, precision="fp32", batch_size=4)
+    # batch_size=2 over length-sorted inputs: batches of prompts that share the prompt's start,
+    # one of two identical documents (sharing all but their last token), and for hidden-cosine a
+    # document that starts like another (texts run alone share nothing else).
+    repeated = SHORT_DOCUMENTS[0] + " " + SHORT_DOCUMENTS[0]
+    documents = [HUGE_DOCUMENT, *SHORT_DOCUMENTS, SHORT_DOCUMENTS[1], repeated, repeated + " Hip fractures."]
+    options = dict(method=method, layer=6, pooling=pooling, max_tokens=96, precision="fp32", batch_size=2)
     shared = LLMReranker(**options)
     plain = LLMReranker(**options, share_prefix=False)
+    calls = _count_block_calls(shared, lambda: shared.score(QUERY, documents))
+    assert calls[0] > _count_block_calls(plain, lambda: plain.score(QUERY, documents))[0]  # some batch shared
     np.testing.assert_allclose(shared.score(QUERY, documents), plain.score(QUERY, documents), atol=1e-4)
     if method != "hidden-cosine":  # the joint states a head reads, both poolings
         for pooling_name in ("mean", "last"):
@@ -206,7 +210,8 @@ def test_the_shared_prompt_start_runs_once_per_batch(llm_reranker):
 
     def tokens_through_first_block(reranker):
         seen = []
-        handle = reranker.lm.blocks[0].register_forward_hook(lambda module, args, output: seen.append(args[0].shape[:2]))
+        handle = reranker.lm.blocks[0].register_forward_hook(
+            lambda module, args, output: seen.append(tuple((output[0] if isinstance(output, tuple) else output).shape[:2])))
         try:
             reranker.score(QUERY, SHORT_DOCUMENTS)
         finally:
@@ -215,13 +220,24 @@ def test_the_shared_prompt_start_runs_once_per_batch(llm_reranker):
 
     prompts = llm_reranker.encode_prompts(QUERY, SHORT_DOCUMENTS)
     longest = max(len(p.ids) for p in prompts)
-    plain = tokens_through_first_block(LLMReranker(method="yesno", max_tokens=96, share_prefix=False))
-    assert [tuple(shape) for shape in plain] == [(3, longest)]
+    plain = tokens_through_first_block(LLMReranker(method="yesno", max_tokens=96, precision="fp32", share_prefix=False))
+    assert plain == [(3, longest)]
     prefix, rows = tokens_through_first_block(llm_reranker)
     # the chat header, the instruction's start and the whole query run once, then each row's rest
     query_tokens = len(llm_reranker.lm.tokenizer(QUERY, add_special_tokens=False)["input_ids"])
     assert prefix[0] == 1 and prefix[1] > query_tokens
-    assert tuple(rows) == (3, longest - prefix[1])
+    assert rows == (3, longest - prefix[1])
+
+
+def test_the_shared_start_leaves_every_sequence_a_token_of_its_own():
+    from ragpipe.rerankers.llm import _shared_prefix_length
+
+    start = list(range(20))
+    assert _shared_prefix_length([start + [1, 2], start + [1, 3]]) == 21
+    assert _shared_prefix_length([start, start + [5]]) == 19  # the shorter keeps its last token
+    assert _shared_prefix_length([start + [7]]) == 0  # nothing to share with
+    assert _shared_prefix_length([start[:5] + [1], start[:5] + [2]]) == 0  # too short to be worth a pass
+    assert _shared_prefix_length([[9, *start], start]) == 0
 
 
 def _scifact_examples(data_dir, count: int, negatives: int, seed: int = 5):

@@ -46,10 +46,12 @@ Prompts are cut to ``max_tokens`` by removing DOCUMENT tokens only (from the end
 part of the prompt the score is read from, always survive intact. A query longer than half of
 ``max_tokens`` is the one exception: it keeps its first ``max_tokens // 2`` tokens. The candidates of
 one query run in one batch (right padding, so every row's last real token is read at its own
-position). The tokens all prompts of a batch start with (the chat header, the instruction and
-the query: 39 of 128 tokens for a SciFact claim in the yes/no prompt) run once; their keys and
-values are copied to every row, which then runs only its own tokens. Scores are unchanged (up to
-float rounding; a test holds them to 1e-4) and a query's 20 candidates cost about a third less.
+position). The tokens all prompts of a batch start with run once; their keys and values are
+copied to every row, which then runs only its own tokens. In the yes/no prompt (``yesno``,
+``head``) that start is the chat header, the instruction's start and the query, 39 of 128 tokens
+for a SciFact claim: the trained SciFact head scores its 20 candidates 1.43x faster
+(``eval/bench_rerank.py``). The query-likelihood prompt shares only its header. Scores are
+unchanged up to float rounding (in fp32 a test holds them to 1e-4 of whole-prompt scores).
 With ``precision=auto`` the model runs in bfloat16 (bfloat16 weights, float32 norms and
 softmax) where the CPU computes it natively (AMX / AVX512-BF16), else in float32.
 
@@ -297,26 +299,28 @@ class LoadedLM:
                 ids.append(encoded[0])
         return ids
 
-    def states(self, input_ids, attention_mask, layers: Sequence[int], prefix=None) -> dict:
+    def states(self, input_ids, attention_mask, layers: Sequence[int], shared: int = 0) -> dict:
         """Hidden states ``{layer: (batch, tokens, hidden)}`` of the given layers (1-based, HF's
         ``output_hidden_states`` numbering), running no decoder block above ``max(layers)``.
 
-        ``prefix`` (a 1-D tensor of token ids) is a start every row shares: it runs once, its keys
-        and values are copied to every row, and ``input_ids`` / ``attention_mask`` hold only each
-        row's own tokens after it. The states returned cover the prefix and the row tokens, the
-        same tensors (up to float rounding) as a pass over the whole rows.
+        The first ``shared`` tokens, the same in every row (see :func:`_shared_prefix_length`),
+        run once: their keys and values are copied to every row, which then runs only its own
+        tokens. The states are the same tensors, up to float rounding, as those of whole rows,
+        which is what runs where the model does not fill a cache passed to it (transformers
+        releases without ``DynamicCache.batch_repeat_interleave``, or models with their own caches).
         """
         import torch
 
-        if prefix is None or len(prefix) == 0:
-            return self._finish(self._run(input_ids, attention_mask, layers))
-        rows, shared = input_ids.shape[0], len(prefix)
-        cache = _new_cache()
-        head = self._run(prefix[None], torch.ones((1, shared), dtype=attention_mask.dtype), layers, cache)
-        cache.batch_repeat_interleave(rows)
-        full_mask = torch.cat([torch.ones((rows, shared), dtype=attention_mask.dtype), attention_mask], 1)
-        tail = self._run(input_ids, full_mask, layers, cache)
-        return self._finish({layer: torch.cat([head[layer].expand(rows, -1, -1), h], 1) for layer, h in tail.items()})
+        rows = input_ids.shape[0]
+        cache = _new_cache(self.model.config) if shared and rows > 1 else None
+        if cache is not None:
+            prefix_states = self._run(input_ids[:1, :shared], attention_mask[:1, :shared], layers, cache)
+            if cache.get_seq_length() == shared:
+                cache.batch_repeat_interleave(rows)
+                row_states = self._run(input_ids[:, shared:], attention_mask, layers, cache)
+                return self._finish({layer: torch.cat([prefix_states[layer].expand(rows, -1, -1), h], 1)
+                                     for layer, h in row_states.items()})
+        return self._finish(self._run(input_ids, attention_mask, layers))
 
     def _run(self, input_ids, attention_mask, layers: Sequence[int], cache=None) -> dict:
         """States captured at ``layers`` by forward hooks; a hook stops the pass after the top one.
@@ -371,10 +375,19 @@ def _find_blocks(backbone, config):
     raise ModelError(f"cannot find the decoder blocks of {type(backbone).__name__}; use a Llama/Mistral/Qwen/GPT-2-style model")
 
 
-def _new_cache():
-    from transformers import DynamicCache
-
-    return DynamicCache()
+def _new_cache(config):
+    """An empty key/value cache for the model, or None where this transformers cannot copy one
+    across a batch."""
+    try:
+        from transformers import DynamicCache
+    except ImportError:  # pragma: no cover - every transformers ragpipe supports has it
+        return None
+    if not hasattr(DynamicCache, "batch_repeat_interleave"):
+        return None
+    try:
+        return DynamicCache(config=config)  # sliding-window layers where the model has them
+    except TypeError:  # releases whose DynamicCache takes no config
+        return DynamicCache()
 
 
 @lru_cache(maxsize=2)
@@ -582,27 +595,25 @@ class LLMReranker:
     def _batches(self, sequences: Sequence[list[int]], layers: Sequence[int]) -> Iterator[tuple[np.ndarray, object, object, dict]]:
         """(rows, lengths, attention mask, states by layer) per batch, similar lengths together.
 
-        The tokens every sequence of a batch starts with (the prompt's head and the query: about a
-        third of a 128-token joint prompt) run once for the batch unless ``share_prefix`` is off.
+        Unless ``share_prefix`` is off, the tokens all sequences of a batch start with run once
+        (:meth:`LoadedLM.states`). For the yes/no prompt (``yesno`` and ``head``) that is the chat
+        header, the instruction's start and the query: 39 of 128 tokens for a SciFact claim. The
+        query-likelihood prompt puts the document first, so only its header is shared.
         """
         torch = self._torch
         order = np.argsort([len(s) for s in sequences], kind="stable")
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
             batch = [sequences[i] for i in rows]
-            shared = _shared_prefix(batch) if self.share_prefix and len(batch) > 1 else 0
-            if shared < _MIN_SHARED_PREFIX:
-                shared = 0
-            width = max(len(s) for s in batch) - shared
+            width = max(len(s) for s in batch)
             ids = torch.full((len(rows), width), self.lm.pad_id, dtype=torch.long)
             mask = torch.zeros((len(rows), width), dtype=torch.long)
             for r, sequence in enumerate(batch):
-                ids[r, : len(sequence) - shared] = torch.tensor(sequence[shared:])
-                mask[r, : len(sequence) - shared] = 1
-            prefix = torch.tensor(batch[0][:shared], dtype=torch.long)
+                ids[r, : len(sequence)] = torch.tensor(sequence)
+                mask[r, : len(sequence)] = 1
+            shared = _shared_prefix_length(batch) if self.share_prefix else 0
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                states = self.lm.states(ids, mask, layers, prefix=prefix)
-            mask = torch.cat([torch.ones((len(rows), shared), dtype=torch.long), mask], 1)
+                states = self.lm.states(ids, mask, layers, shared=shared)
             yield rows, mask.sum(1), mask, states
 
     def _pooled(self, sequences: Sequence[list[int]], layers: Sequence[int],
@@ -673,15 +684,15 @@ class LLMReranker:
         return scores
 
 
-def _shared_prefix(sequences: Sequence[list[int]]) -> int:
-    """How many leading tokens all ``sequences`` share, leaving each at least one of its own."""
+def _shared_prefix_length(sequences: Sequence[list[int]]) -> int:
+    """How many leading tokens all ``sequences`` share, leaving each at least one of its own; 0
+    for a single sequence or a shared start under :data:`_MIN_SHARED_PREFIX` tokens."""
+    if len(sequences) < 2:
+        return 0
     limit = min(len(s) for s in sequences) - 1
     first = sequences[0]
-    for position in range(max(limit, 0)):
-        token = first[position]
-        if any(s[position] != token for s in sequences):
-            return position
-    return max(limit, 0)
+    length = next((i for i in range(limit) if any(s[i] != first[i] for s in sequences)), max(limit, 0))
+    return length if length >= _MIN_SHARED_PREFIX else 0
 
 
 def _set_threads(threads: int | None) -> None:
