@@ -13,11 +13,16 @@ run that `ragpipe eval` wrote (hybrid-weighted by default). Setups are timed in 
 
 Usage: python eval/bench_rerank.py [--queries 40] [--ce models/scifact-ce] [--llm models/scifact-llm-head]
        [--run runs/scifact-rerank/hybrid-weighted.trec] [--dataset scifact]
+
+It needs what eval/rerank_all.sh makes first: the trained models (the training commands are in its
+header) and the first-stage run (``DATASETS=scifact eval/rerank_all.sh`` writes it). Dataset names
+resolve under $RAGPIPE_DATA, by default ../shared/datasets as in the other scripts here.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -102,6 +107,11 @@ def main() -> None:
     parser.add_argument("--ce", default="models/scifact-ce")
     parser.add_argument("--llm", default="models/scifact-llm-head")
     args = parser.parse_args()
+    os.environ.setdefault("RAGPIPE_DATA", "../shared/datasets")
+    missing = [p for p in (args.run, args.ce, args.llm) if p and not os.path.exists(p)]
+    if missing:
+        raise SystemExit(f"error: {', '.join(missing)} not found; run eval/rerank_all.sh first (see this "
+                         "script's docstring)")
     from ragpipe.encoders.bi_encoder import machine_summary
 
     print(f"machine: {machine_summary()}")

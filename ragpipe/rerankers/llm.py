@@ -48,8 +48,8 @@ part of the prompt the score is read from, always survive intact. A query longer
 one query run in one batch (right padding, so every row's last real token is read at its own
 position). The tokens all prompts of a batch start with run once; their keys and values are
 copied to every row, which then runs only its own tokens. In the yes/no prompt (``yesno``,
-``head``) that start is the chat header, the instruction's start and the query, 39 of 128 tokens
-for a SciFact claim: the trained SciFact head scores its 20 candidates 1.43x faster
+``head``) that start is the chat header and ``Query: <query>\nDocument:``, 39 of 128 tokens for a
+SciFact claim: the trained SciFact head scores its 20 candidates 1.43x faster
 (``eval/bench_rerank.py``). The query-likelihood prompt shares only its header. Scores are
 unchanged up to float rounding (in fp32 a test holds them to 1e-4 of whole-prompt scores).
 With ``precision=auto`` the model runs in bfloat16 (bfloat16 weights, float32 norms and
