@@ -270,6 +270,34 @@ def train_reranker(
     typer.echo(summary)
 
 
+def _exit_like_click(exc: Exception) -> None:
+    """Exit as click's standalone mode would for a usage error, an Exit or an Abort; return otherwise.
+
+    Recent typer releases carry their own copy of click (``typer._click``) whose exceptions are not
+    the ``click`` package's, so a usage error is recognised by what it does (``show`` and an
+    ``exit_code``), not by its class. A usage error is one line, as every other user error is."""
+    exits = [typer.Exit]
+    aborts = [typer.Abort]
+    try:
+        import click
+
+        exits.append(click.exceptions.Exit)
+        aborts.append(click.exceptions.Abort)
+    except ImportError:
+        pass
+    code = getattr(exc, "exit_code", None)
+    if isinstance(exc, tuple(exits)) and isinstance(code, int):
+        sys.exit(code)
+    if isinstance(exc, tuple(aborts)):
+        sys.exit(1)
+    if callable(getattr(exc, "format_message", None)) and isinstance(code, int):  # click.ClickException and kin
+        message, ctx = exc.format_message(), getattr(exc, "ctx", None)
+        if message:  # empty where the help was shown instead (a bare `ragpipe`)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            typer.echo(f"error: {message}{hint}", err=True)
+        sys.exit(code)
+
+
 def run() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
     try:
@@ -282,16 +310,8 @@ def run() -> None:
         where = f" ({exc.filename})" if exc.filename else ""
         typer.echo(f"error: {exc.strerror or exc}{where}", err=True)
         sys.exit(2)
-    except Exception as exc:  # click's own usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
+    except Exception as exc:  # usage errors arrive here with standalone_mode=False
+        _exit_like_click(exc)
         raise
     if isinstance(status, int) and status:
         sys.exit(status)

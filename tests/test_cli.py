@@ -47,6 +47,25 @@ def assert_one_line_error(done: subprocess.CompletedProcess, *fragments: str) ->
         assert fragment in lines[0]
 
 
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["query"], "Missing argument"),
+    (["bogus"], "No such command 'bogus'"),
+    (["query", "indexes/x", "a", "b"], "unexpected extra argument"),
+    (["query", "indexes/x", "a", "-k", "abc"], "'-k'"),
+    (["train-reranker", "scifact"], "Missing option '--out'"),
+    (["eval", "scifact", "--nope"], "No such option"),
+])
+def test_usage_errors_are_one_line_without_traceback(args, fragment):
+    # typer may bring its own copy of click, whose exceptions are not the click package's
+    assert_one_line_error(ragpipe(*args), fragment, "--help")
+
+
+def test_bare_command_shows_help():
+    done = ragpipe()
+    assert "Usage: " in done.stdout + done.stderr and "COMMAND" in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "error:" not in done.stderr
+
+
 def test_help_answers_without_importing_torch():
     code = (
         "import sys, ragpipe.cli\n"
