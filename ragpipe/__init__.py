@@ -44,6 +44,9 @@ _EXPORTS = {
     "SearchOptions": "ragpipe.index",
     "load_dataset": "ragpipe.datasets",
     "run_eval": "ragpipe.evaluation",
+    "document_text": "ragpipe.types",
+    "load_reranker": "ragpipe.rerankers",
+    "rerank_run": "ragpipe.rerankers",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -164,11 +164,11 @@ def query(
         raise QueryError("the query is empty; give some text to search for")
     if k < 1:
         raise QueryError(f"k must be >= 1, got {k}")
-    if rerank and rerank_depth < 1:
+    if rerank is not None and rerank_depth < 1:
         raise QueryError(f"--rerank-depth must be >= 1, got {rerank_depth}")
     loaded = Index.load(index_dir, encoder_model=model)
     options = SearchOptions(mode=mode, fusion=fusion, dense_weight=dense_weight)
-    if rerank:
+    if rerank is not None:  # an empty --rerank "" is refused by the spec check, not taken as no reranker
         from ragpipe.rerankers import load_reranker, rerank_run
         from ragpipe.rerankers.base import check_spec
         from ragpipe.types import document_text
@@ -258,6 +258,7 @@ def train_reranker(
     pseudo_queries: int = typer.Option(0, "--pseudo-queries", help="Also train on this many titles as pseudo-queries for their own bodies."),
     held_out: float = typer.Option(0.1, "--held-out", help="Share of judged queries held out to fit the interpolation weight."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Tokens per (query, passage) input (default 256)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a reranker already in --out (refused otherwise)."),
 ) -> None:
     """Train a reranker offline from training judgments (or titles, with --label-free)."""
     from ragpipe.training import train_reranker_command
@@ -265,7 +266,7 @@ def train_reranker(
     summary = train_reranker_command(
         dataset, out, kind=kind, split=split, label_free=label_free, base_model=base_model, epochs=epochs,
         negatives=negatives, layer=layer, pooling=pooling, max_queries=max_queries, rerank_depth=rerank_depth, index_dir=index_dir,
-        pseudo_queries=pseudo_queries, held_out=held_out, max_tokens=max_tokens,
+        pseudo_queries=pseudo_queries, held_out=held_out, max_tokens=max_tokens, overwrite=overwrite,
     )
     typer.echo(summary)
 

@@ -13,9 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragpipe.errors import DatasetError, QueryError
+from ragpipe.errors import DatasetError, QueryError, RagpipeError
 from ragpipe.index import Index, SearchOptions
 from ragpipe.types import document_text
+
+MIN_HELD_OUT = 20  # held-out queries below which a fitted interpolation weight is flagged as a rough guess
 
 
 @dataclass
@@ -161,7 +163,9 @@ def fit_interpolation(
     """The weight w of the second stage (``rerank_run``'s ``interpolation``) that maximises
     ``metric`` on the given (training or held-out) queries, and the score of every w tried.
 
-    The reranker scores each query's candidates once; every weight reuses those scores.
+    The reranker scores each query's candidates once; every weight reuses those scores. Among
+    weights that score the same, the smallest wins: the reranker gets only the weight a strict gain
+    on these queries supports (a reranker that never helps gets 0, the first stage's order).
     """
     from ragpipe.metrics import evaluate
     from ragpipe.rerankers.base import ScoreCache, rerank_run
@@ -174,8 +178,7 @@ def fit_interpolation(
         run = rerank_run(first, queries, lambda doc_id: document_text(docs[doc_id]), cached, depth=depth,
                          interpolation=weight).run
         results[weight] = evaluate(qrels, run, [metric]).mean[metric]
-    # Ties go to the weight nearest 0.5: the least extreme choice among equals.
-    best = max(results, key=lambda w: (results[w], -abs(w - 0.5)))
+    best = max(results, key=lambda w: (results[w], -w))
     return best, results
 
 
@@ -197,6 +200,7 @@ def train_reranker_command(
     pseudo_queries: int = 0,
     pseudo_negatives: int = 3,
     max_tokens: int | None = None,
+    overwrite: bool = False,
 ) -> str:
     """What ``ragpipe train-reranker`` does: mine examples, train, fit the interpolation weight on
     held-out training queries, save everything to ``out``; returns a one-paragraph summary.
@@ -205,15 +209,17 @@ def train_reranker_command(
     body, ``pseudo_negatives`` mined negatives each) to the judged training queries: more, and
     more varied, in-domain pairs than the judgments alone hold. They are never held out, and
     no document relevant to a held-out query lends its title: the interpolation weight is
-    fitted on judged queries the model has not seen in any form.
+    fitted on judged queries the model has not seen in any form. A reranker already in ``out`` is
+    replaced only with ``overwrite``.
 
     Raises:
         QueryError: an option out of range (checked before any work): epochs, negatives,
             rerank_depth or max_queries below 1, held_out outside (0, 1), pseudo_queries below 0
-            or given with label_free, max_tokens below 32, a pooling other than last / mean or
-            given for a cross-encoder.
-        RagpipeError: an unknown kind, ``out`` an existing folder that is not a reranker folder,
-            a dataset without the split's judgments, or a model that cannot be loaded.
+            or given with label_free, max_tokens below 32, a pooling other than last / mean, or a
+            pooling or layer given for a cross-encoder.
+        RagpipeError: an unknown kind, ``out`` an existing folder that is not a reranker folder
+            (or is one, without ``overwrite``), a dataset without the split's judgments, too few
+            queries to hold some out and train on the rest, or a model that cannot be loaded.
     """
     from ragpipe._files import check_replaceable
     from ragpipe.datasets import load_dataset, resolve_dataset
@@ -237,14 +243,17 @@ def train_reranker_command(
         raise QueryError(f"--max-queries must be >= 1, got {max_queries}")
     if max_tokens is not None and max_tokens < 32:
         raise QueryError(f"--max-tokens must be >= 32, got {max_tokens}")
-    if pooling is not None and kind != "llm-head":
-        raise QueryError("--pooling applies to --kind llm-head only")
+    for option, value in (("--pooling", pooling), ("--layer", layer)):
+        if value is not None and kind != "llm-head":
+            raise QueryError(f"{option} applies to --kind llm-head only")
     if pooling is not None:
         from ragpipe.rerankers.llm import POOLINGS
 
         if pooling not in POOLINGS:
             raise QueryError(f"--pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     check_replaceable(Path(out), CONFIG_FILE)
+    if (Path(out) / CONFIG_FILE).is_file() and not overwrite:
+        raise RagpipeError(f"{out} already holds a trained reranker; pass --overwrite to replace it, or another --out")
     if label_free:
         from ragpipe.datasets import Dataset
 
@@ -259,15 +268,19 @@ def train_reranker_command(
         queries = dict(list(data.queries.items())[:max_queries]) if max_queries else data.queries
         examples = judged_examples(index, queries, data.qrels, negatives=negatives)
     train, held = split_examples(examples, held_out)
+    if not train or not held:
+        raise RagpipeError(f"{len(examples)} usable training queries leave {len(train)} to train on and {len(held)} to "
+                           f"hold out; raise --max-queries or change --held-out")
     if pseudo_queries > 0 and not label_free:
         held_documents = {d for e in held for d, grade in data.qrels[e.qid].items() if grade > 0}
         train = train + pseudo_query_examples(index, negatives=pseudo_negatives, limit=pseudo_queries,
                                               exclude=held_documents)
         random.Random(13).shuffle(train)
-    pseudo = sum(e.qid.startswith("title:") for e in train) if not label_free else 0
-    sys.stderr.write(f"training a {kind} on {len(train)} queries ({pseudo} of them titles as pseudo-queries; "
-                     f"{sum(len(e.positives) for e in train)} positives, up to {negatives} hard negatives each); "
-                     f"{len(held)} queries held out\n")
+    pseudo = sum(e.qid.startswith("title:") for e in train)
+    titles = "all of them titles as pseudo-queries" if label_free else f"{pseudo} of them titles as pseudo-queries"
+    sys.stderr.write(f"training {'a cross-encoder' if kind == 'cross-encoder' else 'an LLM head'} on {len(train)} "
+                     f"queries ({titles}; {sum(len(e.positives) for e in train)} positives, up to {negatives} hard "
+                     f"negatives each); {len(held)} queries held out\n")
     if kind == "cross-encoder":
         from ragpipe.rerankers.cross_encoder import CrossEncoderReranker, train_cross_encoder
 
@@ -294,6 +307,14 @@ def train_reranker_command(
     update_settings(out, interpolation=weight, interpolation_fit={
         "metric": "ndcg@10", "held_out_queries": len(held_queries), "depth": rerank_depth,
         "scores": {f"{w:g}": round(v, 4) for w, v in curve.items()}})
+    caveats = []
+    if weight == 0.0:
+        caveats.append("the reranker did not beat the first stage on the held-out queries, so its fitted weight "
+                       "keeps the first stage's order; train on more queries or pass interpolation=W")
+    if len(held_queries) < MIN_HELD_OUT:
+        caveats.append(f"only {len(held_queries)} held-out queries: the weight is a rough guess (raise --max-queries)")
+    for caveat in caveats:
+        sys.stderr.write(f"warning: {caveat}\n")
     return (f"trained {kind} in {record.get('train_seconds', 0):.0f} s; saved to {out}. Interpolation weight "
             f"{weight:g} fitted on {len(held_queries)} held-out training queries (nDCG@10 {curve[weight]:.4f} vs "
             f"{curve[0.0]:.4f} first stage alone, {curve[1.0]:.4f} reranker alone). Use --rerank "

@@ -82,6 +82,28 @@ def test_interpolation_zero_keeps_the_first_stage_order_and_one_follows_the_rera
         rerank_run(run, queries, DOCS.__getitem__, WordOverlap(), depth=0)
 
 
+def test_a_specs_depth_and_weight_are_rerank_runs_defaults(encoder):
+    from ragpipe.rerankers import load_reranker
+
+    reranker = load_reranker(f"cross-encoder:{encoder.folder},max_tokens=64,interpolation=0,depth=2")
+    assert (reranker.interpolation, reranker.depth, reranker.max_tokens) == (0.0, 2, 64)
+    run = {"q": {"c": 4.0, "a": 3.0, "d": 2.0, "b": 1.0}}
+    result = rerank_run(run, {"q": "red apple pie"}, DOCS.__getitem__, reranker)
+    assert sorted(result.run["q"], key=lambda d: -result.run["q"][d]) == ["c", "a", "d", "b"]  # w = 0
+
+    class Counting(WordOverlap):
+        depth = 3
+        scored: list[int] = []
+
+        def score(self, query, documents):
+            self.scored.append(len(documents))
+            return super().score(query, documents)
+
+    counting = Counting()
+    rerank_run(run, {"q": "red apple pie"}, DOCS.__getitem__, counting)
+    assert counting.scored == [3]  # the reranker's depth, not the default 50
+
+
 @pytest.fixture(scope="module")
 def untrained(encoder):
     """The bundled MiniLM weights read as a cross-encoder: a real model with an untrained head."""
@@ -126,10 +148,10 @@ def test_missing_cross_encoder_offline_says_how_to_get_one(monkeypatch, tmp_path
         CrossEncoderReranker("cross-encoder/ms-marco-MiniLM-L-6-v2")
     with pytest.raises(ModelError, match="does not exist"):
         CrossEncoderReranker(str(tmp_path / "nope"))
-    with pytest.raises(QueryError, match="no option 'depth'"):
+    with pytest.raises(QueryError, match="no option 'bogus'"):
         from ragpipe.rerankers import load_reranker
 
-        load_reranker("cross-encoder:x,depth=3")
+        load_reranker("cross-encoder:x,bogus=3")
 
 
 def _scifact_examples(data_dir, count: int, offset: int):
@@ -247,6 +269,7 @@ def test_pseudo_queries_skip_excluded_documents(tmp_path, small_corpus):
     (["--max-tokens", "8"], "--max-tokens must be >= 32"),
     (["--epochs", "0"], "--epochs must be >= 1"),
     (["--pooling", "mean"], "--pooling applies to --kind llm-head only"),
+    (["--layer", "12"], "--layer applies to --kind llm-head only"),
     (["--kind", "llm-head", "--pooling", "max"], "--pooling must be one of mean, last, got 'max'"),
 ])
 def test_train_reranker_refuses_bad_options_in_one_line_before_any_work(tmp_path, options, message):
@@ -258,6 +281,45 @@ def test_train_reranker_refuses_bad_options_in_one_line_before_any_work(tmp_path
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2 and len(lines) == 1 and message in lines[0], done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_train_reranker_keeps_a_trained_reranker_unless_told_to_overwrite(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "ce"
+    out.mkdir()
+    (out / "reranker.json").write_text('{"kind": "cross-encoder"}')
+    done = subprocess.run([sys.executable, "-m", "ragpipe", "train-reranker", str(tmp_path / "no-such-dataset"),
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and "pass --overwrite" in lines[0], done.stderr
+    assert (out / "reranker.json").read_text() == '{"kind": "cross-encoder"}'
+    done = subprocess.run([sys.executable, "-m", "ragpipe", "train-reranker", str(tmp_path / "no-such-dataset"),
+                           "--out", str(out), "--overwrite"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "no-such-dataset" in done.stderr and "--overwrite" not in done.stderr
+
+
+def test_a_weight_no_gain_supports_is_zero(tmp_path, small_corpus):
+    """Every weight ties when the reranker cannot change the order; the fit then keeps the first stage."""
+    from ragpipe.index import Index, IndexConfig, SearchOptions
+    from ragpipe.training import fit_interpolation
+
+    class Constant:
+        name = "constant"
+
+        def score(self, query, documents):
+            return np.ones(len(documents))
+
+    index = Index.build(small_corpus, tmp_path / "i", IndexConfig(dense=None))
+    queries = {"q1": "wild yeast dough", "q2": "lava and ash"}
+    qrels = {"q1": {"d03": 1}, "q2": {"d07": 1}}
+    weight, curve = fit_interpolation(index, queries, qrels, Constant(), depth=5,
+                                      first_stage=SearchOptions(mode="bm25"))
+    assert len(set(curve.values())) == 1 and weight == 0.0
+    weight, curve = fit_interpolation(index, queries, {"q1": {"d07": 1}, "q2": {"d03": 1}}, WordOverlap(), depth=12,
+                                      first_stage=SearchOptions(mode="bm25"))
+    assert weight == min(w for w, v in curve.items() if v == max(curve.values()))
 
 
 def test_a_folder_of_the_other_kind_names_the_spec_to_use(tmp_path):

@@ -23,6 +23,7 @@ from ragpipe.fusion import normalize_minmax
 from ragpipe.types import Run, ranked
 
 KINDS = ("cross-encoder", "llm")
+DEFAULT_DEPTH = 50  # first-stage candidates a reranker rescores unless told otherwise
 CONFIG_FILE = "reranker.json"  # what a trained reranker folder holds beside its weights
 
 
@@ -66,19 +67,29 @@ def parse_spec(spec: str) -> RerankerSpec:
 
 
 def load_reranker(spec: str | RerankerSpec) -> Reranker:
-    """Build the reranker a spec names (loads its model).
+    """Build the reranker a spec names (loads its model), e.g.
+    ``load_reranker("cross-encoder:models/scifact-ce,max_tokens=96,depth=50")``.
+
+    The spec's ``interpolation=W`` and ``depth=N`` (see :func:`check_spec`) become the reranker's
+    ``interpolation`` (over the weight a trained folder brings) and ``depth`` attributes, which
+    :func:`rerank_run` uses where it is not given them.
 
     Raises:
         RagpipeError: an unknown option, or a model that cannot be found or loaded offline.
     """
-    spec = parse_spec(spec) if isinstance(spec, str) else spec
-    if spec.kind == "cross-encoder":
+    backend, weight, depth = check_spec(spec)
+    if backend.kind == "cross-encoder":
         from ragpipe.rerankers.cross_encoder import CrossEncoderReranker
 
-        return CrossEncoderReranker.from_spec(spec)
-    from ragpipe.rerankers.llm import LLMReranker
+        reranker = CrossEncoderReranker.from_spec(backend)
+    else:
+        from ragpipe.rerankers.llm import LLMReranker
 
-    return LLMReranker.from_spec(spec)
+        reranker = LLMReranker.from_spec(backend)
+    if weight is not None:
+        reranker.interpolation = weight
+    reranker.depth = depth
+    return reranker
 
 
 def split_interpolation(spec: RerankerSpec) -> tuple[RerankerSpec, float | None]:
@@ -114,6 +125,28 @@ def check_options(spec: RerankerSpec, allowed: Mapping[str, Callable[[str], obje
     return out
 
 
+def whole_number(value: str) -> int:
+    """An integer option value."""
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+
+
+def one_of(*choices: str) -> Callable[[str], str]:
+    """A parser accepting only ``choices``: a wrong value is refused before any model loads."""
+
+    def parse(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
 def parse_flag(value: str) -> bool:
     """A yes/no option value: 1, true, yes, on or 0, false, no, off (any case)."""
     text = value.strip().lower()
@@ -124,7 +157,7 @@ def parse_flag(value: str) -> bool:
     raise ValueError("expected 1/true/yes/on or 0/false/no/off")
 
 
-def check_spec(text: str) -> tuple[RerankerSpec, float | None, int | None]:
+def check_spec(text: str | RerankerSpec) -> tuple[RerankerSpec, float | None, int | None]:
     """Parse a spec and check its options against the backend's, without loading a model.
 
     Two options belong to reranking rather than to a backend and are taken out: ``interpolation=W``
@@ -136,7 +169,7 @@ def check_spec(text: str) -> tuple[RerankerSpec, float | None, int | None]:
         QueryError: an unknown kind, a malformed or unknown option, a value that does not parse,
             or a depth below 1.
     """
-    spec, weight = split_interpolation(parse_spec(text))
+    spec, weight = split_interpolation(parse_spec(text) if isinstance(text, str) else text)
     options = dict(spec.options)
     depth_text = options.pop("depth", None)
     depth = None
@@ -250,7 +283,7 @@ def rerank_run(
     queries: Mapping[str, str],
     document_text: Callable[[str], str],
     reranker: Reranker,
-    depth: int = 50,
+    depth: int | None = None,
     interpolation: float | None = None,
 ) -> RerankResult:
     """Rescore each query's top ``depth`` documents with ``reranker``.
@@ -258,12 +291,19 @@ def rerank_run(
     Reranked documents come first, in the reranker's order; documents below ``depth`` follow in
     their first-stage order (their scores are shifted below the reranked ones). With
     ``interpolation`` = w in [0, 1], the new score is ``w * minmax(reranker) + (1 - w) *
-    minmax(first stage)`` over the reranked documents, so w = 0 reproduces the first stage.
+    minmax(first stage)`` over the reranked documents, so w = 0 reproduces the first stage and w = 1
+    follows the reranker alone. Not given, ``depth`` is the reranker's ``depth`` attribute (set by a
+    spec's ``depth=N``) or 50, and ``interpolation`` the reranker's ``interpolation`` attribute (a
+    spec's ``interpolation=W``, else the weight a trained folder was fitted with) or none.
 
     Raises:
         QueryError: depth < 1, an interpolation weight outside [0, 1], or a query id of the run
             missing from ``queries``.
     """
+    if depth is None:
+        depth = getattr(reranker, "depth", None) or DEFAULT_DEPTH
+    if interpolation is None:
+        interpolation = getattr(reranker, "interpolation", None)
     if depth < 1:
         raise QueryError(f"rerank depth must be >= 1, got {depth}")
     if interpolation is not None and not 0.0 <= interpolation <= 1.0:

@@ -29,18 +29,19 @@ import numpy as np
 
 from ragpipe.encoders.bi_encoder import resolve_precision
 from ragpipe.errors import MissingDependencyError, ModelError, QueryError
-from ragpipe.rerankers.base import RerankerSpec, check_kind, check_options, publish_reranker, read_settings
+from ragpipe.rerankers.base import (PRECISIONS, RerankerSpec, check_kind, check_options, one_of, publish_reranker,
+                                    read_settings, whole_number)
 
 DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
 _MAX_QUERY_SHARE = 0.5  # a query longer than half the budget is cut (the document needs room too)
 MAX_WINDOWS = 64  # windows of one document considered at most (a 1 MB document has thousands)
 
 OPTIONS = {
-    "max_tokens": int,
-    "max_passages": int,
-    "batch_size": int,
-    "precision": str,
-    "overlap": int,
+    "max_tokens": whole_number,
+    "max_passages": whole_number,
+    "batch_size": whole_number,
+    "precision": one_of(*PRECISIONS),
+    "overlap": whole_number,
 }
 
 

