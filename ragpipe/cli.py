@@ -7,6 +7,7 @@ need them, so ``ragpipe --help`` answers at once.
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -170,17 +171,17 @@ def query(
     options = SearchOptions(mode=mode, fusion=fusion, dense_weight=dense_weight)
     if rerank is not None:  # an empty --rerank "" is refused by the spec check, not taken as no reranker
         from ragpipe.rerankers import load_reranker, rerank_run
-        from ragpipe.rerankers.base import check_spec
         from ragpipe.types import document_text
 
-        spec, weight, spec_depth = check_spec(rerank)
-        rerank_depth = spec_depth or rerank_depth
-        reranker = load_reranker(spec)
-        weight = weight if weight is not None else getattr(reranker, "interpolation", None)
+        reranker = load_reranker(rerank)
+        rerank_depth = reranker.depth or rerank_depth
+        if reranker.interpolation == 0:
+            typer.echo(f"warning: {rerank} mixes in the reranker with weight 0 (its training found no gain), so the "
+                       "first stage's order is kept; pass interpolation=W to use it", err=True)
         result = loaded.search({"query": text}, k=max(k, rerank_depth), options=options)
         docs = loaded.documents_by_id(list(result.run["query"]))
         reranked = rerank_run(result.run, {"query": text}, lambda d: document_text(docs[d]), reranker,
-                              depth=rerank_depth, interpolation=weight)
+                              depth=rerank_depth)
         result.run = {"query": dict(ranked(reranked.run["query"], k))}
     else:
         result = loaded.search({"query": text}, k=k, options=options)
@@ -271,32 +272,42 @@ def train_reranker(
     typer.echo(summary)
 
 
+def _click_modules() -> list:
+    """The exception modules of click as typer uses it: recent typer releases carry their own copy
+    (``typer._click``), whose classes are not the ``click`` package's."""
+    modules = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            modules.append(importlib.import_module(name))
+        except ImportError:
+            pass
+    return modules
+
+
 def _exit_like_click(exc: Exception) -> None:
     """Exit as click's standalone mode would for a usage error, an Exit or an Abort; return otherwise.
 
-    Recent typer releases carry their own copy of click (``typer._click``) whose exceptions are not
-    the ``click`` package's, so a usage error is recognised by what it does (``show`` and an
-    ``exit_code``), not by its class. A usage error is one line, as every other user error is."""
-    exits = [typer.Exit]
-    aborts = [typer.Abort]
-    try:
-        import click
-
-        exits.append(click.exceptions.Exit)
-        aborts.append(click.exceptions.Abort)
-    except ImportError:
-        pass
-    code = getattr(exc, "exit_code", None)
-    if isinstance(exc, tuple(exits)) and isinstance(code, int):
-        sys.exit(code)
-    if isinstance(exc, tuple(aborts)):
+    A usage error is one line on stderr, as every other user error is; a bare ``ragpipe`` shows the
+    help (on stdout, unless typer's rich output printed it already)."""
+    modules = _click_modules()
+    exits = tuple([typer.Exit] + [m.Exit for m in modules if hasattr(m, "Exit")])
+    aborts = tuple([typer.Abort] + [m.Abort for m in modules if hasattr(m, "Abort")])
+    no_args = tuple(m.NoArgsIsHelpError for m in modules if hasattr(m, "NoArgsIsHelpError"))
+    usage = tuple(m.ClickException for m in modules if hasattr(m, "ClickException"))
+    if isinstance(exc, exits):
+        sys.exit(exc.exit_code)
+    if isinstance(exc, aborts):
         sys.exit(1)
-    if callable(getattr(exc, "format_message", None)) and isinstance(code, int):  # click.ClickException and kin
-        message, ctx = exc.format_message(), getattr(exc, "ctx", None)
-        if message:  # empty where the help was shown instead (a bare `ragpipe`)
-            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-            typer.echo(f"error: {message}{hint}", err=True)
-        sys.exit(code)
+    if no_args and isinstance(exc, no_args):
+        message = exc.format_message()
+        if message:
+            typer.echo(message)
+        sys.exit(exc.exit_code)
+    if usage and isinstance(exc, usage):
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        typer.echo(f"error: {exc.format_message()}{hint}", err=True)
+        sys.exit(exc.exit_code)
 
 
 def run() -> None:

@@ -214,12 +214,12 @@ def train_reranker_command(
 
     Raises:
         QueryError: an option out of range (checked before any work): epochs, negatives,
-            rerank_depth or max_queries below 1, held_out outside (0, 1), pseudo_queries below 0
+            rerank_depth below 1, max_queries below 2, held_out outside (0, 1), pseudo_queries below 0
             or given with label_free, max_tokens below 32, a pooling other than last / mean, or a
             pooling or layer given for a cross-encoder.
         RagpipeError: an unknown kind, ``out`` an existing folder that is not a reranker folder
-            (or is one, without ``overwrite``), a dataset without the split's judgments, too few
-            queries to hold some out and train on the rest, or a model that cannot be loaded.
+            (or is one, without ``overwrite``), a dataset without the split's judgments, fewer
+            than 2 usable queries, or a model that cannot be loaded.
     """
     from ragpipe._files import check_replaceable
     from ragpipe.datasets import load_dataset, resolve_dataset
@@ -239,8 +239,8 @@ def train_reranker_command(
     if pseudo_queries and label_free:
         raise QueryError("--pseudo-queries adds titles to judged training; with --label-free every query is a title "
                          "already (use --max-queries to choose how many)")
-    if max_queries is not None and max_queries < 1:
-        raise QueryError(f"--max-queries must be >= 1, got {max_queries}")
+    if max_queries is not None and max_queries < 2:
+        raise QueryError(f"--max-queries must be >= 2 (one to train on, one to hold out), got {max_queries}")
     if max_tokens is not None and max_tokens < 32:
         raise QueryError(f"--max-tokens must be >= 32, got {max_tokens}")
     for option, value in (("--pooling", pooling), ("--layer", layer)):
@@ -267,10 +267,10 @@ def train_reranker_command(
     else:
         queries = dict(list(data.queries.items())[:max_queries]) if max_queries else data.queries
         examples = judged_examples(index, queries, data.qrels, negatives=negatives)
+    if len(examples) < 2:
+        raise RagpipeError(f"{len(examples)} usable training query (a relevant document in the index and a hard "
+                           "negative): at least 2 are needed, one to train on and one to hold out")
     train, held = split_examples(examples, held_out)
-    if not train or not held:
-        raise RagpipeError(f"{len(examples)} usable training queries leave {len(train)} to train on and {len(held)} to "
-                           f"hold out; raise --max-queries or change --held-out")
     if pseudo_queries > 0 and not label_free:
         held_documents = {d for e in held for d, grade in data.qrels[e.qid].items() if grade > 0}
         train = train + pseudo_query_examples(index, negatives=pseudo_negatives, limit=pseudo_queries,
@@ -281,6 +281,9 @@ def train_reranker_command(
     sys.stderr.write(f"training {'a cross-encoder' if kind == 'cross-encoder' else 'an LLM head'} on {len(train)} "
                      f"queries ({titles}; {sum(len(e.positives) for e in train)} positives, up to {negatives} hard "
                      f"negatives each); {len(held)} queries held out\n")
+    if len(held) < MIN_HELD_OUT:
+        sys.stderr.write(f"warning: only {len(held)} held-out queries: the interpolation weight fitted on them will be a "
+                         "rough guess (raise --max-queries or --held-out)\n")
     if kind == "cross-encoder":
         from ragpipe.rerankers.cross_encoder import CrossEncoderReranker, train_cross_encoder
 
@@ -307,14 +310,9 @@ def train_reranker_command(
     update_settings(out, interpolation=weight, interpolation_fit={
         "metric": "ndcg@10", "held_out_queries": len(held_queries), "depth": rerank_depth,
         "scores": {f"{w:g}": round(v, 4) for w, v in curve.items()}})
-    caveats = []
     if weight == 0.0:
-        caveats.append("the reranker did not beat the first stage on the held-out queries, so its fitted weight "
-                       "keeps the first stage's order; train on more queries or pass interpolation=W")
-    if len(held_queries) < MIN_HELD_OUT:
-        caveats.append(f"only {len(held_queries)} held-out queries: the weight is a rough guess (raise --max-queries)")
-    for caveat in caveats:
-        sys.stderr.write(f"warning: {caveat}\n")
+        sys.stderr.write("warning: the reranker did not beat the first stage on the held-out queries, so its fitted "
+                         "weight 0 keeps the first stage's order; train on more queries or pass interpolation=W\n")
     return (f"trained {kind} in {record.get('train_seconds', 0):.0f} s; saved to {out}. Interpolation weight "
             f"{weight:g} fitted on {len(held_queries)} held-out training queries (nDCG@10 {curve[weight]:.4f} vs "
             f"{curve[0.0]:.4f} first stage alone, {curve[1.0]:.4f} reranker alone). Use --rerank "

@@ -60,10 +60,19 @@ def test_usage_errors_are_one_line_without_traceback(args, fragment):
     assert_one_line_error(ragpipe(*args), fragment, "--help")
 
 
-def test_bare_command_shows_help():
+@pytest.mark.parametrize("rich", ["1", "0"])
+def test_bare_command_shows_help(rich, monkeypatch):
+    monkeypatch.setenv("TYPER_USE_RICH", rich)
     done = ragpipe()
-    assert "Usage: " in done.stdout + done.stderr and "COMMAND" in done.stdout + done.stderr
-    assert "Traceback" not in done.stderr and "error:" not in done.stderr
+    assert "Usage: " in done.stdout and "COMMAND" in done.stdout, (done.stdout, done.stderr)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "error:" not in done.stderr
+
+
+def test_the_api_exports_reranking():
+    import ragpipe
+
+    assert {"load_reranker", "rerank_run", "document_text"} <= set(dir(ragpipe))
+    assert ragpipe.load_reranker.__module__ == "ragpipe.rerankers.base"
 
 
 def test_help_answers_without_importing_torch():
@@ -176,3 +185,9 @@ def test_rerank_option_errors_are_one_line(index_dir):
     assert_one_line_error(ragpipe("query", str(index_dir), "coffee", "--rerank", "cross-encoder,max_token=64"),
                           "has no option 'max_token'")
     assert_one_line_error(ragpipe("query", str(index_dir), "coffee", "--rerank", "llm,layer=twelve"), "layer='twelve'")
+    assert_one_line_error(ragpipe("query", str(index_dir), "coffee", "--rerank", ""), "unknown reranker ''")
+    # limits that do not depend on the model are refused before one loads (no such model exists here)
+    assert_one_line_error(ragpipe("query", str(index_dir), "coffee", "--rerank", "cross-encoder:/no/such,batch_size=0"),
+                          "batch_size='0': must be >= 1")
+    assert_one_line_error(ragpipe("query", str(index_dir), "coffee", "--rerank", "llm:/no/such,method=bm25"),
+                          "method='bm25': expected one of")

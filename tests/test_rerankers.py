@@ -89,7 +89,10 @@ def test_a_specs_depth_and_weight_are_rerank_runs_defaults(encoder):
     assert (reranker.interpolation, reranker.depth, reranker.max_tokens) == (0.0, 2, 64)
     run = {"q": {"c": 4.0, "a": 3.0, "d": 2.0, "b": 1.0}}
     result = rerank_run(run, {"q": "red apple pie"}, DOCS.__getitem__, reranker)
-    assert sorted(result.run["q"], key=lambda d: -result.run["q"][d]) == ["c", "a", "d", "b"]  # w = 0
+    # w = 0 on a head of 2: the first stage's minmax scores, then the tail one step apart below
+    assert result.run["q"] == {"c": 1.0, "a": 0.0, "d": -1.0, "b": -2.0}
+    explicit = rerank_run(run, {"q": "red apple pie"}, DOCS.__getitem__, reranker, depth=4, interpolation=1.0)
+    assert len(explicit.run["q"]) == 4 and min(explicit.run["q"].values()) == 0.0  # all four mixed, none below
 
     class Counting(WordOverlap):
         depth = 3
@@ -270,6 +273,7 @@ def test_pseudo_queries_skip_excluded_documents(tmp_path, small_corpus):
     (["--epochs", "0"], "--epochs must be >= 1"),
     (["--pooling", "mean"], "--pooling applies to --kind llm-head only"),
     (["--layer", "12"], "--layer applies to --kind llm-head only"),
+    (["--max-queries", "1"], "--max-queries must be >= 2"),
     (["--kind", "llm-head", "--pooling", "max"], "--pooling must be one of mean, last, got 'max'"),
 ])
 def test_train_reranker_refuses_bad_options_in_one_line_before_any_work(tmp_path, options, message):
@@ -304,6 +308,7 @@ def test_a_weight_no_gain_supports_is_zero(tmp_path, small_corpus):
     """Every weight ties when the reranker cannot change the order; the fit then keeps the first stage."""
     from ragpipe.index import Index, IndexConfig, SearchOptions
     from ragpipe.training import fit_interpolation
+    from ragpipe.types import document_text
 
     class Constant:
         name = "constant"
@@ -311,15 +316,27 @@ def test_a_weight_no_gain_supports_is_zero(tmp_path, small_corpus):
         def score(self, query, documents):
             return np.ones(len(documents))
 
+    class Favours(Constant):
+        """Puts d02 first whatever the query."""
+
+        def __init__(self, documents):
+            self.d02 = documents
+
+        def score(self, query, documents):
+            return np.array([1.0 if d == self.d02 else 0.0 for d in documents])
+
     index = Index.build(small_corpus, tmp_path / "i", IndexConfig(dense=None))
-    queries = {"q1": "wild yeast dough", "q2": "lava and ash"}
-    qrels = {"q1": {"d03": 1}, "q2": {"d07": 1}}
-    weight, curve = fit_interpolation(index, queries, qrels, Constant(), depth=5,
-                                      first_stage=SearchOptions(mode="bm25"))
+    queries = {"q1": "solar photovoltaic cells convert sunlight, wind"}
+    bm25 = SearchOptions(mode="bm25")
+    weight, curve = fit_interpolation(index, queries, {"q1": {"d01": 1}}, Constant(), depth=5, first_stage=bm25)
     assert len(set(curve.values())) == 1 and weight == 0.0
-    weight, curve = fit_interpolation(index, queries, {"q1": {"d07": 1}, "q2": {"d03": 1}}, WordOverlap(), depth=12,
-                                      first_stage=SearchOptions(mode="bm25"))
-    assert weight == min(w for w, v in curve.items() if v == max(curve.values()))
+    # d02 (wind) relevant: every weight that lifts it to the top scores the same best nDCG; the smallest wins
+    wind = next(d for d in small_corpus if d.doc_id == "d02")
+    weight, curve = fit_interpolation(index, queries, {"q1": {"d02": 1}}, Favours(document_text(wind)), depth=5,
+                                      first_stage=bm25)
+    best = max(curve.values())
+    assert best == 1.0 and curve[0.0] < best and sum(v == best for v in curve.values()) > 1
+    assert weight == min(w for w, v in curve.items() if v == best) > 0.0
 
 
 def test_a_folder_of_the_other_kind_names_the_spec_to_use(tmp_path):

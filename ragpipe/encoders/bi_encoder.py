@@ -180,13 +180,16 @@ class BiEncoder:
         return out
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
 def resolve_precision(precision: str) -> str:
     """``auto`` becomes bf16 where the CPU computes it natively, else fp32; fp32 and bf16 stay.
 
     Raises:
         QueryError: any other value.
     """
-    if precision not in ("auto", "fp32", "bf16"):
+    if precision not in PRECISIONS:
         raise QueryError(f"precision must be auto, fp32 or bf16, not {precision!r}")
     return ("bf16" if cpu_has_native_bf16() else "fp32") if precision == "auto" else precision
 

