@@ -176,8 +176,9 @@ def query(
         reranker = load_reranker(rerank)
         rerank_depth = reranker.depth or rerank_depth
         if reranker.interpolation == 0:
-            typer.echo(f"warning: {rerank} mixes in the reranker with weight 0 (its training found no gain), so the "
-                       "first stage's order is kept; pass interpolation=W to use it", err=True)
+            typer.echo("warning: interpolation weight 0: the reranker cannot change the first stage's order (training "
+                       "fits 0 when the reranker showed no gain on held-out queries); pass interpolation=W to mix it in",
+                       err=True)
         result = loaded.search({"query": text}, k=max(k, rerank_depth), options=options)
         docs = loaded.documents_by_id(list(result.run["query"]))
         reranked = rerank_run(result.run, {"query": text}, lambda d: document_text(docs[d]), reranker,

@@ -225,7 +225,7 @@ def train_reranker_command(
     from ragpipe.datasets import load_dataset, resolve_dataset
     from ragpipe.evaluation import open_or_build_index
     from ragpipe.index import IndexConfig
-    from ragpipe.rerankers.base import CONFIG_FILE, SPEC_PREFIX, update_settings
+    from ragpipe.rerankers.base import CONFIG_FILE, KIND_NAMES, SPEC_PREFIX, update_settings
 
     if kind not in ("cross-encoder", "llm-head"):
         raise QueryError(f"unknown reranker kind {kind!r}; use cross-encoder or llm-head")
@@ -278,7 +278,7 @@ def train_reranker_command(
         random.Random(13).shuffle(train)
     pseudo = sum(e.qid.startswith("title:") for e in train)
     titles = "all of them titles as pseudo-queries" if label_free else f"{pseudo} of them titles as pseudo-queries"
-    sys.stderr.write(f"training {'a cross-encoder' if kind == 'cross-encoder' else 'an LLM head'} on {len(train)} "
+    sys.stderr.write(f"training {KIND_NAMES[kind]} on {len(train)} "
                      f"queries ({titles}; {sum(len(e.positives) for e in train)} positives, up to {negatives} hard "
                      f"negatives each); {len(held)} queries held out\n")
     if len(held) < MIN_HELD_OUT:

@@ -230,7 +230,7 @@ class ScoreCache:
 
 # The ``--rerank`` prefix that loads each kind of trained reranker folder, and what to call it.
 SPEC_PREFIX = {"cross-encoder": "cross-encoder", "llm-head": "llm"}
-_KIND_NAMES = {"cross-encoder": "a cross-encoder", "llm-head": "an LLM head"}
+KIND_NAMES = {"cross-encoder": "a cross-encoder", "llm-head": "an LLM head"}
 
 
 def check_kind(folder: Path, settings: dict, expected: str, model: str) -> None:
@@ -244,7 +244,7 @@ def check_kind(folder: Path, settings: dict, expected: str, model: str) -> None:
     if kind == expected:
         return
     if kind in SPEC_PREFIX:
-        raise ModelError(f"{folder} holds {_KIND_NAMES[kind]} reranker, not {_KIND_NAMES[expected]}; "
+        raise ModelError(f"{folder} holds {KIND_NAMES[kind]} reranker, not {KIND_NAMES[expected]}; "
                          f"use {SPEC_PREFIX[kind]}:{model}")
     raise ModelError(f"{Path(folder) / CONFIG_FILE} names no known reranker kind ({kind!r}, expected one of "
                      f"{', '.join(SPEC_PREFIX)}); retrain with ragpipe train-reranker")
