@@ -6,10 +6,12 @@ run that `ragpipe eval` wrote (hybrid-weighted by default). Setups are timed in 
 `ragpipe eval` times them; the first query is a warm-up and is not counted.
 
 1. Cross-encoder over 50 candidates: baseline sentence-transformers ``CrossEncoder.predict`` on the
-   same trained folder (its default batch of 32, pairs cut at the same 128 tokens), against
-   ragpipe's cross-encoder at the trained 128 tokens and at 96.
+   same trained folder (fp32, its default batch of 32, pairs cut at the same 128 tokens), against
+   ragpipe's cross-encoder at the trained 128 tokens in fp32, in bf16 where that is the default
+   (a CPU with native bf16), and at 96 tokens in the default precision.
 2. LLM head over 20 candidates: baseline ragpipe with ``share_prefix=0`` (every prompt runs whole),
-   against the default, where the start all prompts share runs once. Scores are compared too.
+   against the default, where the start all prompts share runs once. Scores are compared too; in
+   bf16 both differ from fp32 by rounding, printed beside the gap for scale.
 
 Usage: python eval/bench_rerank.py [--queries 40] [--ce models/scifact-ce] [--llm models/scifact-llm-head]
        [--run runs/scifact-rerank/hybrid-weighted.trec] [--dataset scifact]
@@ -73,15 +75,18 @@ def cross_encoder(folder: str, work) -> None:
 
     from ragpipe.rerankers.cross_encoder import CrossEncoderReranker
 
-    trained = CrossEncoderReranker(folder)
-    short = CrossEncoderReranker(folder, max_tokens=96)
+    trained = CrossEncoderReranker(folder, precision="fp32")
     baseline = CrossEncoder(folder, device="cpu", max_length=trained.max_tokens)
     setups = {
-        f"baseline: sentence-transformers CrossEncoder.predict, {trained.max_tokens} tokens":
+        f"baseline: sentence-transformers CrossEncoder.predict, {trained.max_tokens} tokens, fp32":
             lambda q, docs: baseline.predict([(q, d) for d in docs], show_progress_bar=False),
-        f"ragpipe cross-encoder, max_tokens={trained.max_tokens} (as trained)": trained.score,
-        "ragpipe cross-encoder, max_tokens=96": short.score,
+        f"ragpipe cross-encoder, max_tokens={trained.max_tokens} (as trained), fp32": trained.score,
     }
+    default = CrossEncoderReranker(folder)  # precision=auto: bf16 where the CPU has it natively
+    if default.precision != "fp32":
+        setups[f"ragpipe cross-encoder, max_tokens={trained.max_tokens}, {default.precision} (default here)"] = default.score
+    short = CrossEncoderReranker(folder, max_tokens=96)
+    setups[f"ragpipe cross-encoder, max_tokens=96, {short.precision}"] = short.score
     _report(f"cross-encoder {folder}, {len(work[0][1])} candidates, {len(work) - 1} queries:",
             _race(setups, work), next(iter(setups)))
 
@@ -93,10 +98,17 @@ def llm_head(folder: str, work) -> None:
     shared = LLMReranker(folder)
     setups = {"baseline: ragpipe LLM head, share_prefix=0 (every prompt whole)": whole.score,
               "ragpipe LLM head, share_prefix=1 (default)": shared.score}
-    _report(f"LLM head {folder} (layer {shared.layer}, {shared.max_tokens} tokens), {len(work[0][1])} candidates, "
+    _report(f"LLM head {folder} (layer {shared.layer}, {shared.max_tokens} tokens, {shared.precision}), "
+            f"{len(work[0][1])} candidates, "
             f"{len(work) - 1} queries:", _race(setups, work), next(iter(setups)))
     gap = max(float(np.abs(whole.score(q, d) - shared.score(q, d)).max()) for q, d in work[:5])
-    print(f"  largest score difference between the two on 5 queries: {gap:.1e}")
+    spread = min(float(np.ptp(whole.score(q, d))) for q, d in work[:5])
+    print(f"  largest score difference between the two on 5 queries: {gap:.1e} (smallest score spread of a query: "
+          f"{spread:.1f})")
+    if shared.precision != "fp32":  # rounding, not sharing, sets the gap: compare whole prompts across precisions
+        exact = LLMReranker(folder, share_prefix=False, precision="fp32")
+        rounding = max(float(np.abs(whole.score(q, d) - exact.score(q, d)).max()) for q, d in work[:5])
+        print(f"  for scale: whole prompts in {shared.precision} vs fp32 differ by up to {rounding:.1e} on the same queries")
 
 
 def main() -> None:
