@@ -20,6 +20,10 @@ from ragpipe.types import document_text
 MIN_HELD_OUT = 20  # held-out queries below which a fitted interpolation weight is flagged as a rough guess
 
 
+def _queries(count: int) -> str:
+    return f"{count} query" if count == 1 else f"{count} queries"
+
+
 @dataclass
 class TrainingExample:
     """One query with documents judged relevant and hard negatives (texts, not ids)."""
@@ -280,9 +284,9 @@ def train_reranker_command(
     titles = "all of them titles as pseudo-queries" if label_free else f"{pseudo} of them titles as pseudo-queries"
     sys.stderr.write(f"training {KIND_NAMES[kind]} on {len(train)} "
                      f"queries ({titles}; {sum(len(e.positives) for e in train)} positives, up to {negatives} hard "
-                     f"negatives each); {len(held)} queries held out\n")
+                     f"negatives each); {_queries(len(held))} held out\n")
     if len(held) < MIN_HELD_OUT:
-        sys.stderr.write(f"warning: only {len(held)} held-out queries: the interpolation weight fitted on them will be a "
+        sys.stderr.write(f"warning: only {_queries(len(held))} held out: the interpolation weight fitted on them will be a "
                          "rough guess (raise --max-queries or --held-out)\n")
     if kind == "cross-encoder":
         from ragpipe.rerankers.cross_encoder import CrossEncoderReranker, train_cross_encoder
@@ -314,6 +318,6 @@ def train_reranker_command(
         sys.stderr.write("warning: the reranker did not beat the first stage on the held-out queries, so its fitted "
                          "weight 0 keeps the first stage's order; train on more queries or pass interpolation=W\n")
     return (f"trained {kind} in {record.get('train_seconds', 0):.0f} s; saved to {out}. Interpolation weight "
-            f"{weight:g} fitted on {len(held_queries)} held-out training queries (nDCG@10 {curve[weight]:.4f} vs "
+            f"{weight:g} fitted on {_queries(len(held_queries))} held out from training (nDCG@10 {curve[weight]:.4f} vs "
             f"{curve[0.0]:.4f} first stage alone, {curve[1.0]:.4f} reranker alone). Use --rerank "
             f"{SPEC_PREFIX[kind]}:{out}")

@@ -50,6 +50,8 @@ def test_check_spec_takes_out_depth_and_interpolation_and_checks_backend_options
         check_spec("cross-encoder:m,max_token=64")
     with pytest.raises(QueryError, match="layer='twelve'"):
         check_spec("llm,layer=twelve")
+    with pytest.raises(QueryError, match="'depth' is given twice"):
+        check_spec("cross-encoder:m,depth=5,depth=6")
 
 
 @pytest.mark.parametrize("value,expected", [("1", True), ("on", True), ("True", True), ("yes", True),

@@ -53,7 +53,7 @@ def parse_spec(spec: str) -> RerankerSpec:
     """Parse ``KIND[:MODEL][,key=value...]``.
 
     Raises:
-        QueryError: an unknown kind or an option without ``=``.
+        QueryError: an unknown kind, an option without ``=`` or an option given twice.
     """
     head, *pairs = spec.split(",")
     kind, _, model = head.partition(":")
@@ -65,6 +65,8 @@ def parse_spec(spec: str) -> RerankerSpec:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise QueryError(f"reranker option {pair!r} in {spec!r} must look like key=value")
+        if key.strip() in options:
+            raise QueryError(f"reranker option {key.strip()!r} is given twice in {spec!r}")
         options[key.strip()] = value.strip()
     return RerankerSpec(kind, model.strip() or None, options)
 
@@ -120,7 +122,8 @@ def check_options(spec: RerankerSpec, allowed: Mapping[str, Callable[[str], obje
     out = {}
     for key, value in spec.options.items():
         if key not in allowed:
-            raise QueryError(f"reranker {spec.kind} has no option {key!r}; options: {', '.join(sorted(allowed))}")
+            raise QueryError(f"reranker {spec.kind} has no option {key!r}; options: {', '.join(sorted(allowed))}, and "
+                             "depth and interpolation for any reranker")
         try:
             out[key] = allowed[key](value)
         except ValueError as exc:
