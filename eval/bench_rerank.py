@@ -101,13 +101,15 @@ def llm_head(folder: str, work) -> None:
     _report(f"LLM head {folder} (layer {shared.layer}, {shared.max_tokens} tokens, {shared.precision}), "
             f"{len(work[0][1])} candidates, "
             f"{len(work) - 1} queries:", _race(setups, work), next(iter(setups)))
-    gap = max(float(np.abs(whole.score(q, d) - shared.score(q, d)).max()) for q, d in work[:5])
-    spread = min(float(np.ptp(whole.score(q, d))) for q, d in work[:5])
+    sample = work[:5]
+    whole_scores = [whole.score(q, d) for q, d in sample]
+    gap = max(float(np.abs(w - shared.score(q, d)).max()) for w, (q, d) in zip(whole_scores, sample))
+    spread = min(float(np.ptp(w)) for w in whole_scores)
     print(f"  largest score difference between the two on 5 queries: {gap:.1e} (smallest score spread of a query: "
           f"{spread:.1f})")
     if shared.precision != "fp32":  # rounding, not sharing, sets the gap: compare whole prompts across precisions
         exact = LLMReranker(folder, share_prefix=False, precision="fp32")
-        rounding = max(float(np.abs(whole.score(q, d) - exact.score(q, d)).max()) for q, d in work[:5])
+        rounding = max(float(np.abs(w - exact.score(q, d)).max()) for w, (q, d) in zip(whole_scores, sample))
         print(f"  for scale: whole prompts in {shared.precision} vs fp32 differ by up to {rounding:.1e} on the same queries")
 
 

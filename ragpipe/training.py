@@ -272,8 +272,8 @@ def train_reranker_command(
         queries = dict(list(data.queries.items())[:max_queries]) if max_queries else data.queries
         examples = judged_examples(index, queries, data.qrels, negatives=negatives)
     if len(examples) < 2:
-        raise RagpipeError(f"{len(examples)} usable training query (a relevant document in the index and a hard "
-                           "negative): at least 2 are needed, one to train on and one to hold out")
+        raise RagpipeError(f"{_queries(len(examples))} usable for training (a relevant document in the index and a "
+                           "hard negative): at least 2 are needed, one to train on and one to hold out")
     train, held = split_examples(examples, held_out)
     if pseudo_queries > 0 and not label_free:
         held_documents = {d for e in held for d, grade in data.qrels[e.qid].items() if grade > 0}

@@ -82,9 +82,8 @@ from pathlib import Path
 import numpy as np
 
 from ragpipe._files import check_replaceable
-from ragpipe.encoders.bi_encoder import available_cpus, resolve_precision
+from ragpipe.encoders.bi_encoder import PRECISIONS, available_cpus, resolve_precision
 from ragpipe.errors import MissingDependencyError, ModelError, QueryError
-from ragpipe.encoders.bi_encoder import PRECISIONS
 from ragpipe.rerankers.base import (CONFIG_FILE, RerankerSpec, at_least, check_kind, check_options, one_of,
                                     parse_flag, publish_reranker, read_settings)
 
